@@ -1,0 +1,66 @@
+// The epoll backend: a readiness backend presented as operations.
+// Edge-triggered, each fd registered once (on its first wait), the syscall tried before any
+// wait, an eventfd for cross-thread wake-up, and epoll_pwait2 for nanosecond timeouts.
+// Per-fd state lives in a vector indexed by fd, so finding it costs no hashing.
+// It must never call into the runtime: it only moves Operations and calls on_complete.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "corio/core/backend.hpp"
+#include "corio/core/operation.hpp"
+
+namespace corio::backends {
+
+class EpollBackend {
+ public:
+  static constexpr std::string_view kName = "epoll";
+
+  EpollBackend();
+  ~EpollBackend();
+  EpollBackend(const EpollBackend&) = delete;
+  EpollBackend& operator=(const EpollBackend&) = delete;
+
+  bool start(core::Operation& op);
+  void cancel(core::Operation& op);
+  std::size_t wait(core::Nanos timeout);
+  void wake() noexcept;
+  std::size_t in_flight() const { return in_flight_; }
+  void close(core::NativeHandle handle);
+
+ private:
+  struct OpQueue {
+    core::Operation* head = nullptr;
+    core::Operation* tail = nullptr;
+    bool empty() const { return head == nullptr; }
+  };
+  struct FdState {
+    OpQueue readers;
+    OpQueue writers;
+    bool registered = false;
+    bool readable = false;  // set by an event, cleared by EAGAIN
+    bool writable = false;
+  };
+
+  FdState& state_for(int fd);
+  void enqueue(OpQueue& queue, core::Operation& op);
+  void unlink(OpQueue& queue, core::Operation& op);
+  void ensure_registered(int fd, FdState& state);
+  void drain(int fd, OpQueue& queue, bool& ready);
+  void finish(core::Operation& op, std::int64_t result);
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  bool have_pwait2_ = true;
+  std::size_t in_flight_ = 0;
+  std::vector<FdState> fds_;
+  void* events_ = nullptr;  // epoll_event[kMaxEvents]; kept opaque to keep this header clean
+};
+
+static_assert(core::Backend<EpollBackend>);
+
+}  // namespace corio::backends

@@ -1,0 +1,164 @@
+// EventLoop: asyncio's event loop. One per thread at most is running.
+// It owns the ready queue, the timer heap and the backend (chosen at compile time, no
+// virtual calls), and can be driven one iteration at a time (run_once) by a foreign runtime.
+// It must never block except inside the backend's wait, and never touch another thread's
+// state except through call_soon_threadsafe's queue.
+#pragma once
+
+#include <absl/base/thread_annotations.h>
+#include <absl/functional/any_invocable.h>
+#include <absl/synchronization/mutex.h>
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "corio/config.hpp"
+#include "corio/core/clock.hpp"
+#include "corio/core/errors.hpp"
+#include "corio/core/ready_queue.hpp"
+#include "corio/core/timer_heap.hpp"
+#include "corio/handle.hpp"
+
+namespace corio {
+
+template <class T>
+class Coro;
+template <class T>
+class Future;
+template <class T>
+class Task;
+class AnyTask;
+
+namespace detail {
+class TaskBase;
+class FutureBase;
+}  // namespace detail
+
+// What the exception handler receives, as asyncio's context dict.
+struct ExceptionContext {
+  std::string message;
+  std::exception_ptr exception;  // may be null
+  std::string task_name;         // set when a task is involved
+};
+
+class EventLoop {
+ public:
+  struct Options {
+    bool debug = false;
+    // Time stands still while anything is runnable, and jumps to the next timer when every
+    // task waits on timers only (no I/O, no thread work in flight). For tests.
+    bool virtual_time = false;
+    double slow_callback_duration = 0.1;  // seconds; debug mode warns above it
+  };
+  using ExceptionHandler = absl::AnyInvocable<void(EventLoop&, const ExceptionContext&)>;
+
+  EventLoop();
+  explicit EventLoop(Options options);
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // --- scheduling callbacks ---
+  Handle call_soon(Callback callback);
+  TimerHandle call_later(double delay, Callback callback);
+  TimerHandle call_at(double when, Callback callback);
+  // The only method safe to call from another thread. Wakes the loop.
+  Handle call_soon_threadsafe(Callback callback);
+  double time() const noexcept { return core::to_seconds(now_ns()); }
+
+  // --- running and stopping ---
+  void run_forever();
+  // Runs until the awaitable (a Coro, Task or Future) is done; returns its result.
+  template <class Awaitable>
+  decltype(auto) run_until_complete(Awaitable&& awaitable);
+  void stop() noexcept { stopping_ = true; }
+  void close();
+  bool is_running() const noexcept { return running_; }
+  bool is_closed() const noexcept { return closed_; }
+  // One iteration of asyncio's _run_once: wait for I/O or the next timer, then run what
+  // was ready at the start of the iteration. For embedding in a foreign loop.
+  void run_once();
+
+  // --- futures and tasks ---
+  template <class T = void>
+  Future<T> create_future();
+  template <class T>
+  Task<T> create_task(Coro<T> coro, std::string name = {});
+
+  // --- error handling and debug ---
+  void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
+  void call_exception_handler(const ExceptionContext& context);
+  static void default_exception_handler(const ExceptionContext& context);
+  bool get_debug() const noexcept { return options_.debug; }
+  void set_debug(bool enabled) noexcept { options_.debug = enabled; }
+  bool uses_virtual_time() const noexcept { return options_.virtual_time; }
+
+  // --- for the runtime's awaitables and for embedders; not part of asyncio's API ---
+  core::Nanos now_ns() const noexcept {
+    return options_.virtual_time ? virtual_now_ : core::monotonic_now();
+  }
+  void post(core::ReadyItem item) { ready_.push(item); }
+  // The ready-queue entry that runs a Handle's callback.
+  static void run_handle(void* state);
+  void post(std::coroutine_handle<> handle) { ready_.push({&resume_handle, handle.address()}); }
+  void arm_timer(core::TimerNode& node) { timers_.push(&node); }
+  void disarm_timer(core::TimerNode& node) noexcept { timers_.erase(&node); }
+  SelectedBackend& backend() noexcept { return backend_; }
+  detail::TaskBase* current_task() const noexcept { return current_task_; }
+  // Work that runs outside the loop (a thread-pool job, say) and will come back through
+  // call_soon_threadsafe. While any is pending, virtual time does not jump.
+  void add_external_work() noexcept { external_work_.fetch_add(1, std::memory_order_relaxed); }
+  void remove_external_work() noexcept { external_work_.fetch_sub(1, std::memory_order_relaxed); }
+  // Raises RuntimeError when the loop is closed.
+  void check_open() const;
+  // Runs a callback when the loop closes (executors, async generators register here).
+  void at_close(Callback callback) { close_callbacks_.push_back(std::move(callback)); }
+
+  static void resume_handle(void* address) { std::coroutine_handle<>::from_address(address).resume(); }
+
+ private:
+  friend class detail::TaskBase;
+  friend class detail::FutureBase;
+
+  core::Nanos next_timeout() const noexcept;
+  // Runs the loop until `future` is done (run_until_complete without the result).
+  void run_until_done(detail::FutureBase& future);
+  void run_ready(std::size_t count);
+  void drain_threadsafe();
+  void destroy_pending_tasks();
+  class RunningScope;
+
+  Options options_;
+  SelectedBackend backend_;
+  core::ReadyQueue ready_;
+  core::TimerHeap timers_;
+  core::Nanos virtual_now_ = 0;
+  bool running_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+  detail::TaskBase* current_task_ = nullptr;
+  detail::FutureBase* live_futures_ = nullptr;  // every live future and task
+  std::uint64_t task_counter_ = 0;
+  ExceptionHandler exception_handler_;
+  std::vector<Callback> close_callbacks_;
+  std::thread::id thread_id_;
+
+  absl::Mutex threadsafe_mutex_;
+  std::vector<detail::HandleState*> threadsafe_queue_ ABSL_GUARDED_BY(threadsafe_mutex_);
+  std::vector<detail::HandleState*> threadsafe_swap_;
+  std::atomic<bool> threadsafe_pending_{false};
+  std::atomic<int> external_work_{0};
+
+  friend std::vector<AnyTask> all_tasks(EventLoop&);
+};
+
+// The loop running on this thread; RuntimeError("no running event loop") if none.
+EventLoop& get_running_loop();
+// The loop running on this thread, or nullptr.
+EventLoop* try_get_running_loop() noexcept;
+
+}  // namespace corio

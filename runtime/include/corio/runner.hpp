@@ -1,0 +1,59 @@
+// run() and Runner: the entry points of a corio program (asyncio.run / asyncio.Runner).
+// A Runner owns one loop for several run() calls; closing it cancels what is left, waits for
+// the cancelled tasks to finish their cleanup, runs the loop's shutdown steps (default
+// executor, async generators) and closes the loop. It must never be used from inside a
+// running loop.
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include "corio/coro.hpp"
+#include "corio/event_loop.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+
+class Runner {
+ public:
+  struct Options {
+    // Debug mode; also turned on by the environment variable CORIO_DEBUG=1.
+    bool debug = false;
+    bool virtual_time = false;
+  };
+
+  Runner() : Runner(Options{}) {}
+  explicit Runner(Options options);
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  // Runs `coro` as the main task until it completes; returns its result.
+  template <class T>
+  T run(Coro<T> coro) {
+    prepare_run();
+    return loop_->run_until_complete(std::move(coro));
+  }
+
+  void close();
+  EventLoop& get_loop();
+
+ private:
+  void prepare_run();
+
+  std::unique_ptr<EventLoop> loop_;
+  bool closed_ = false;
+};
+
+// asyncio.run: a fresh loop, run `coro` to completion, clean up, close.
+template <class T>
+T run(Coro<T> coro, Runner::Options options = {}) {
+  Runner runner(options);
+  if constexpr (std::is_void_v<T>) {
+    runner.run(std::move(coro));
+  } else {
+    return runner.run(std::move(coro));
+  }
+}
+
+}  // namespace corio

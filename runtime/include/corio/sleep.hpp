@@ -1,0 +1,46 @@
+// sleep(delay): suspends the current coroutine for `delay` seconds (asyncio.sleep).
+// sleep(0) yields exactly one loop iteration. The timer node lives in the awaiting frame, so
+// sleeping allocates nothing. A negative delay is treated as 0, as asyncio does.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+
+#include "corio/core/clock.hpp"
+#include "corio/core/timer_heap.hpp"
+#include "corio/detail/suspension.hpp"
+#include "corio/event_loop.hpp"
+
+namespace corio {
+
+class SleepAwaiter {
+ public:
+  explicit SleepAwaiter(core::Nanos delay) noexcept : delay_(delay) {}
+  SleepAwaiter(const SleepAwaiter&) = delete;
+  ~SleepAwaiter() {
+    if (timer_.armed()) suspension_.loop()->disarm_timer(timer_);
+  }
+
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> handle);
+  void await_resume() { suspension_.end(cancelled_); }
+
+ private:
+  static void fire(core::TimerNode* node) noexcept;
+  static bool cancel_leaf(void* self) noexcept;
+
+  core::TimerNode timer_;
+  core::Nanos delay_;
+  detail::Suspension suspension_;
+  bool cancelled_ = false;
+};
+
+inline SleepAwaiter sleep(double seconds) { return SleepAwaiter(seconds > 0 ? core::from_seconds(seconds) : 0); }
+
+template <class Rep, class Period>
+SleepAwaiter sleep(std::chrono::duration<Rep, Period> delay) {
+  const auto ns = std::chrono::ceil<std::chrono::nanoseconds>(delay).count();
+  return SleepAwaiter(ns > 0 ? static_cast<core::Nanos>(ns) : 0);
+}
+
+}  // namespace corio

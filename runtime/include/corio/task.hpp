@@ -1,0 +1,179 @@
+// Task<T>: a scheduled coroutine, and a Future<T> of its result (asyncio.Task).
+// The loop keeps a task alive until it is done, whoever holds its handle. cancel() reaches
+// the task at its current suspension point (see detail/suspension.hpp) as CancelledError;
+// the task may catch it, co_await cleanup and re-raise, as in asyncio.
+// It must never run its coroutine outside the loop's ready queue.
+#pragma once
+
+#include <coroutine>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "corio/coro.hpp"
+#include "corio/detail/suspension.hpp"
+#include "corio/event_loop.hpp"
+#include "corio/future.hpp"
+
+namespace corio {
+
+namespace detail {
+
+class TaskBase : public FutureBase {
+ public:
+  TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise, std::string name);
+  ~TaskBase() override;
+
+  bool cancel(std::string message = {}) override;
+  int cancelling() const noexcept { return num_cancels_requested_; }
+  int uncancel() noexcept;
+  const std::string& name() const noexcept { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+  // The coroutine at the top of this task's await chain (nullptr once done).
+  const PromiseBase* root_promise() const noexcept { return root_ ? root_promise_ : nullptr; }
+
+  // The ready-queue entry that runs one step of the task.
+  static void step(void* task);
+
+ private:
+  friend class Suspension;
+  friend struct PromiseBase;
+  friend class corio::EventLoop;
+
+  virtual void collect_value() = 0;  // moves the root coroutine's return value out
+  void on_root_done() noexcept;
+  void destroy_frame() noexcept;
+
+ protected:
+  std::coroutine_handle<> root_;
+  PromiseBase* root_promise_;
+
+ private:
+  std::coroutine_handle<> resume_point_;
+  CancelHook hook_;
+  bool must_cancel_ = false;
+  int num_cancels_requested_ = 0;
+  std::string name_;
+};
+
+template <class T>
+class TaskState final : public TaskBase {
+ public:
+  using TaskBase::TaskBase;
+  std::optional<Stored<T>> value;
+
+ private:
+  void collect_value() override {
+    if constexpr (std::is_void_v<T>) {
+      value.emplace();
+    } else {
+      auto& promise = static_cast<Promise<T>&>(*root_promise_);
+      value.emplace(std::move(*promise.result));
+    }
+  }
+};
+
+}  // namespace detail
+
+// A task of any result type: what current_task() and all_tasks() return.
+class AnyTask {
+ public:
+  AnyTask() = default;
+  explicit AnyTask(detail::TaskBase* task) noexcept : task_(task) {
+    if (task_) task_->add_ref();
+  }
+  AnyTask(const AnyTask& other) noexcept : AnyTask(other.task_) {}
+  AnyTask(AnyTask&& other) noexcept : task_(std::exchange(other.task_, nullptr)) {}
+  AnyTask& operator=(AnyTask other) noexcept {
+    std::swap(task_, other.task_);
+    return *this;
+  }
+  ~AnyTask() {
+    if (task_) task_->release();
+  }
+
+  explicit operator bool() const noexcept { return task_ != nullptr; }
+  bool operator==(const AnyTask& other) const noexcept { return task_ == other.task_; }
+  bool done() const noexcept { return task_->done(); }
+  bool cancelled() const noexcept { return task_->cancelled(); }
+  bool cancel(std::string message = {}) { return task_->cancel(std::move(message)); }
+  int cancelling() const noexcept { return task_->cancelling(); }
+  int uncancel() noexcept { return task_->uncancel(); }
+  const std::string& get_name() const noexcept { return task_->name(); }
+  void set_name(std::string name) { task_->set_name(std::move(name)); }
+  std::exception_ptr exception() const { return task_->exception(); }
+  detail::TaskBase* get() const noexcept { return task_; }
+
+  // Waits for the task to finish; rethrows its exception (the result is not returned).
+  auto operator co_await() const noexcept {
+    return detail::FutureAwaiter<void>(task_, nullptr);
+  }
+
+ private:
+  detail::TaskBase* task_ = nullptr;
+};
+
+template <class T = void>
+class Task : public Future<T> {
+ public:
+  Task() = default;
+
+  int cancelling() const noexcept { return task()->cancelling(); }
+  int uncancel() noexcept { return task()->uncancel(); }
+  const std::string& get_name() const noexcept { return task()->name(); }
+  void set_name(std::string name) { task()->set_name(std::move(name)); }
+  operator AnyTask() const noexcept { return AnyTask(task()); }
+
+ private:
+  friend class EventLoop;
+  Task(detail::TaskState<T>* state) noexcept : Future<T>(state, &state->value) {}
+  detail::TaskBase* task() const noexcept { return static_cast<detail::TaskBase*>(this->base_); }
+};
+
+template <class T>
+Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
+  check_open();
+  if (!coro) throw TypeError("create_task() needs a coroutine");
+  auto handle = coro.release();
+  return Task<T>(new detail::TaskState<T>(this, handle, &handle.promise(), std::move(name)));
+}
+
+namespace detail {
+template <class A>
+struct IsCoro : std::false_type {};
+template <class T>
+struct IsCoro<Coro<T>> : std::true_type {};
+}  // namespace detail
+
+template <class Awaitable>
+decltype(auto) EventLoop::run_until_complete(Awaitable&& awaitable) {
+  using Plain = std::remove_cvref_t<Awaitable>;
+  if constexpr (detail::IsCoro<Plain>::value) {
+    using T = typename Plain::value_type;
+    Task<T> task = create_task(Plain(std::forward<Awaitable>(awaitable)));
+    run_until_done(*task.base());
+    task.base()->check_result();
+    if constexpr (!std::is_void_v<T>) return T(std::move(**task.value_slot()));
+  } else {
+    using T = typename Plain::value_type;
+    const Future<T>& future = awaitable;
+    run_until_done(*future.base());
+    future.base()->check_result();
+    if constexpr (!std::is_void_v<T>) return T(**future.value_slot());
+  }
+}
+
+// asyncio.create_task: schedules `coro` on the running loop.
+template <class T>
+Task<T> create_task(Coro<T> coro, std::string name = {}) {
+  return get_running_loop().create_task(std::move(coro), std::move(name));
+}
+
+// The task running now on this thread's loop (empty outside a task).
+AnyTask current_task();
+AnyTask current_task(EventLoop& loop);
+// Every task of the loop that is not done yet.
+std::vector<AnyTask> all_tasks();
+std::vector<AnyTask> all_tasks(EventLoop& loop);
+
+}  // namespace corio

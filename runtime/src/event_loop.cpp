@@ -1,0 +1,327 @@
+// The event loop's iteration, scheduling, shutdown and error reporting.
+#include "corio/event_loop.hpp"
+
+#include <cxxabi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <typeinfo>
+
+#include "corio/future.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+
+namespace {
+thread_local EventLoop* t_running_loop = nullptr;
+
+std::string describe(const std::exception_ptr& error) {
+  if (!error) return {};
+  std::string type = "unknown exception";
+  if (const std::type_info* info = abi::__cxa_current_exception_type(); info == nullptr) {
+    // Not inside a handler: find the type by rethrowing below.
+  }
+  try {
+    std::rethrow_exception(error);
+  } catch (const BaseException& e) {
+    int status = 0;
+    char* name = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status);
+    type = status == 0 ? name : typeid(e).name();
+    std::free(name);
+    return e.message().empty() ? type : type + ": " + e.what();
+  } catch (const std::exception& e) {
+    int status = 0;
+    char* name = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status);
+    type = status == 0 ? name : typeid(e).name();
+    std::free(name);
+    return type + ": " + e.what();
+  } catch (...) {
+    return type;
+  }
+}
+}  // namespace
+
+class EventLoop::RunningScope {
+ public:
+  explicit RunningScope(EventLoop& loop) : loop_(loop) {
+    loop.check_open();
+    if (loop.running_) throw RuntimeError("This event loop is already running");
+    if (t_running_loop != nullptr) {
+      throw RuntimeError("Cannot run the event loop while another loop is running");
+    }
+    loop.running_ = true;
+    loop.thread_id_ = std::this_thread::get_id();
+    t_running_loop = &loop;
+  }
+  ~RunningScope() {
+    loop_.running_ = false;
+    loop_.stopping_ = false;
+    t_running_loop = nullptr;
+  }
+
+ private:
+  EventLoop& loop_;
+};
+
+EventLoop& get_running_loop() {
+  if (t_running_loop == nullptr) throw RuntimeError("no running event loop");
+  return *t_running_loop;
+}
+
+EventLoop* try_get_running_loop() noexcept { return t_running_loop; }
+
+EventLoop::EventLoop() : EventLoop(Options{}) {}
+
+EventLoop::EventLoop(Options options) : options_(options) {}
+
+EventLoop::~EventLoop() {
+  if (running_) {
+    std::fputs("corio: an EventLoop was destroyed while running\n", stderr);
+    std::abort();
+  }
+  if (!closed_) close();
+  destroy_pending_tasks();
+  // Whatever futures outlive the loop must not reach back into it.
+  for (detail::FutureBase* f = live_futures_; f != nullptr; f = f->next_live_) f->loop_ = nullptr;
+}
+
+void EventLoop::check_open() const {
+  if (closed_) throw RuntimeError("Event loop is closed");
+}
+
+void EventLoop::run_handle(void* state) {
+  auto* handle = static_cast<detail::HandleState*>(state);
+  if (!handle->cancelled.load(std::memory_order_relaxed)) {
+    try {
+      handle->callback();
+    } catch (...) {
+      handle->loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
+    }
+  }
+  handle->release();
+}
+
+namespace {
+void fire_timer_handle(core::TimerNode* node) {
+  auto* state = static_cast<detail::HandleState*>(node->context);
+  state->loop->post({&EventLoop::run_handle, state});  // the heap's reference moves to the queue
+}
+}  // namespace
+
+Handle EventLoop::call_soon(Callback callback) {
+  check_open();
+  auto* state = new detail::HandleState;
+  state->loop = this;
+  state->callback = std::move(callback);
+  state->add_ref();
+  ready_.push({&run_handle, state});
+  return Handle(state);
+}
+
+TimerHandle EventLoop::call_at(double when, Callback callback) {
+  check_open();
+  auto* state = new detail::HandleState;
+  state->loop = this;
+  state->callback = std::move(callback);
+  state->timer.deadline = core::from_seconds(when);
+  state->timer.fire = &fire_timer_handle;
+  state->timer.context = state;
+  state->add_ref();
+  timers_.push(&state->timer);
+  return TimerHandle(state);
+}
+
+TimerHandle EventLoop::call_later(double delay, Callback callback) {
+  const core::Nanos offset = delay > 0 ? core::from_seconds(delay) : 0;
+  return call_at(core::to_seconds(core::saturating_add(now_ns(), offset)), std::move(callback));
+}
+
+Handle EventLoop::call_soon_threadsafe(Callback callback) {
+  auto* state = new detail::HandleState;
+  state->loop = this;
+  state->callback = std::move(callback);
+  state->add_ref();
+  {
+    absl::MutexLock lock(&threadsafe_mutex_);
+    if (closed_) {
+      state->release();
+      state->release();
+      throw RuntimeError("Event loop is closed");
+    }
+    threadsafe_queue_.push_back(state);
+  }
+  if (!threadsafe_pending_.exchange(true, std::memory_order_acq_rel)) backend_.wake();
+  return Handle(state);
+}
+
+void EventLoop::drain_threadsafe() {
+  if (!threadsafe_pending_.exchange(false, std::memory_order_acq_rel)) return;
+  {
+    absl::MutexLock lock(&threadsafe_mutex_);
+    threadsafe_swap_.swap(threadsafe_queue_);
+  }
+  for (detail::HandleState* state : threadsafe_swap_) ready_.push({&run_handle, state});
+  threadsafe_swap_.clear();
+}
+
+core::Nanos EventLoop::next_timeout() const noexcept {
+  if (!ready_.empty() || stopping_ || threadsafe_pending_.load(std::memory_order_acquire)) return 0;
+  const core::TimerNode* next = timers_.top();
+  if (next == nullptr) return core::kNoDeadline;
+  const core::Nanos delta = next->deadline - now_ns();
+  return delta > 0 ? delta : 0;
+}
+
+void EventLoop::run_once() {
+  if (!running_) {
+    RunningScope scope(*this);
+    run_once();
+    return;
+  }
+  core::Nanos timeout = next_timeout();
+  const bool jump = options_.virtual_time && timeout > 0 && !timers_.empty() &&
+                    backend_.in_flight() == 0 && external_work_.load(std::memory_order_acquire) == 0;
+  backend_.wait(jump ? 0 : timeout);
+  drain_threadsafe();
+  if (options_.virtual_time && ready_.empty() && !timers_.empty()) {
+    // Nothing can happen before the next timer: let virtual time reach it.
+    if (jump || backend_.in_flight() > 0) virtual_now_ = std::max(virtual_now_, timers_.top()->deadline);
+  }
+  const core::Nanos now = now_ns();
+  while (core::TimerNode* next = timers_.top()) {
+    if (next->deadline > now) break;
+    timers_.pop();
+    next->fire(next);
+  }
+  run_ready(ready_.size());
+}
+
+void EventLoop::run_ready(std::size_t count) {
+  if (!options_.debug) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const core::ReadyItem item = ready_.pop();
+      item.run(item.arg);
+    }
+    return;
+  }
+  const core::Nanos threshold = core::from_seconds(options_.slow_callback_duration);
+  for (std::size_t i = 0; i < count; ++i) {
+    const core::ReadyItem item = ready_.pop();
+    std::string what = "callback";
+    if (item.run == &detail::TaskBase::step) {
+      what = "Task '" + static_cast<detail::TaskBase*>(item.arg)->name() + "'";
+    }
+    const core::Nanos started = core::monotonic_now();
+    item.run(item.arg);
+    const core::Nanos took = core::monotonic_now() - started;
+    if (took >= threshold) {
+      std::fprintf(stderr, "corio: executing %s took %.3f seconds\n", what.c_str(), core::to_seconds(took));
+    }
+  }
+}
+
+void EventLoop::run_forever() {
+  RunningScope scope(*this);
+  for (;;) {
+    run_once();
+    if (stopping_) break;
+  }
+}
+
+void EventLoop::run_until_done(detail::FutureBase& future) {
+  if (future.loop_or_null() != this) {
+    throw ValueError("The future belongs to a different loop than the one given");
+  }
+  check_open();
+  const std::uint64_t id = future.add_done_callback([](detail::FutureBase& f) { f.loop().stop(); });
+  try {
+    run_forever();
+  } catch (...) {
+    future.remove_done_callback(id);
+    throw;
+  }
+  future.remove_done_callback(id);
+  if (!future.done()) throw RuntimeError("Event loop stopped before Future completed.");
+}
+
+void EventLoop::close() {
+  if (running_) throw RuntimeError("Cannot close a running event loop");
+  if (closed_) return;
+  closed_ = true;
+  std::vector<Callback> callbacks = std::move(close_callbacks_);
+  for (Callback& callback : callbacks) callback();
+  {
+    absl::MutexLock lock(&threadsafe_mutex_);
+    threadsafe_swap_.swap(threadsafe_queue_);
+  }
+  for (detail::HandleState* state : threadsafe_swap_) state->release();
+  threadsafe_swap_.clear();
+  // Handles waiting to run or to fire are dropped; tasks stay until the loop is destroyed.
+  for (std::size_t n = ready_.size(); n > 0; --n) {
+    const core::ReadyItem item = ready_.pop();
+    if (item.run == &run_handle) {
+      static_cast<detail::HandleState*>(item.arg)->release();
+    } else {
+      ready_.push(item);
+    }
+  }
+  std::vector<core::TimerNode*> kept;
+  while (core::TimerNode* node = timers_.pop()) {
+    if (node->fire == &fire_timer_handle) {
+      static_cast<detail::HandleState*>(node->context)->release();
+    } else {
+      kept.push_back(node);
+    }
+  }
+  for (core::TimerNode* node : kept) timers_.push(node);
+}
+
+void EventLoop::destroy_pending_tasks() {
+  std::vector<detail::TaskBase*> pending;
+  for (detail::FutureBase* f = live_futures_; f != nullptr; f = f->next_live_) {
+    if (f->is_task() && !f->done()) {
+      f->add_ref();
+      pending.push_back(static_cast<detail::TaskBase*>(f));
+    }
+  }
+  for (detail::TaskBase* task : pending) {
+    if (task->root_) {
+      call_exception_handler({"Task was destroyed but it is pending!", nullptr, task->name()});
+      task->destroy_frame();
+      task->release();  // the reference the loop held while the task was running
+    }
+  }
+  for (detail::TaskBase* task : pending) task->release();
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) {
+  if (!exception_handler_) {
+    default_exception_handler(context);
+    return;
+  }
+  try {
+    exception_handler_(*this, context);
+  } catch (...) {
+    default_exception_handler({"Unhandled error in exception handler", std::current_exception(), {}});
+    default_exception_handler(context);
+  }
+}
+
+void EventLoop::default_exception_handler(const ExceptionContext& context) {
+  std::string text = context.message.empty() ? "Unhandled exception in event loop" : context.message;
+  if (!context.task_name.empty()) text += "\ntask: " + context.task_name;
+  if (context.exception) text += "\n" + describe(context.exception);
+  std::fprintf(stderr, "%s\n", text.c_str());
+}
+
+void Handle::cancel() {
+  if (state_ == nullptr || state_->cancelled.exchange(true)) return;
+  if (state_->timer.armed()) {
+    state_->loop->disarm_timer(state_->timer);
+    state_->release();  // the heap's reference
+  }
+}
+
+double TimerHandle::when() const noexcept { return core::to_seconds(state_->timer.deadline); }
+
+}  // namespace corio

@@ -1,0 +1,68 @@
+// Runner: loop ownership and the orderly shutdown asyncio.run performs.
+#include "corio/runner.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace corio {
+
+namespace {
+bool debug_from_environment() {
+  const char* value = std::getenv("CORIO_DEBUG");
+  return value != nullptr && *value != '\0' && std::strcmp(value, "0") != 0;
+}
+
+// Waits for every task, whatever it ends with; the caller inspects them afterwards.
+Coro<void> wait_all(std::vector<AnyTask> tasks) {
+  for (AnyTask& task : tasks) {
+    try {
+      co_await task;
+    } catch (...) {
+    }
+  }
+}
+}  // namespace
+
+Runner::Runner(Options options) {
+  EventLoop::Options loop_options;
+  loop_options.debug = options.debug || debug_from_environment();
+  loop_options.virtual_time = options.virtual_time;
+  loop_ = std::make_unique<EventLoop>(loop_options);
+}
+
+Runner::~Runner() { close(); }
+
+EventLoop& Runner::get_loop() {
+  if (closed_) throw RuntimeError("Runner is closed");
+  return *loop_;
+}
+
+void Runner::prepare_run() {
+  if (closed_) throw RuntimeError("Runner is closed");
+  if (try_get_running_loop() != nullptr) {
+    throw RuntimeError("Runner.run() cannot be called from a running event loop");
+  }
+}
+
+void Runner::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (!loop_->is_closed()) {
+    std::vector<AnyTask> pending = all_tasks(*loop_);
+    if (!pending.empty()) {
+      for (AnyTask& task : pending) task.cancel();
+      loop_->run_until_complete(wait_all(pending));
+      for (AnyTask& task : pending) {
+        if (task.cancelled()) continue;
+        if (std::exception_ptr error = task.exception()) {
+          loop_->call_exception_handler(
+              {"unhandled exception during corio::run() shutdown", error, task.get_name()});
+        }
+      }
+    }
+    loop_->close();
+  }
+  loop_.reset();
+}
+
+}  // namespace corio
