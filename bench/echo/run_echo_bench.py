@@ -324,6 +324,9 @@ class Runner:
             except TimeoutError:
                 cli.kill()
                 raise RuntimeError("client timed out")
+            except BaseException:  # interrupted: do not wait for the window to end
+                cli.kill()
+                raise
             finally:
                 reader.close()
                 cli.stdout.close()
