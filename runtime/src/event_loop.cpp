@@ -89,6 +89,10 @@ void EventLoop::check_open() const {
   if (closed_) throw RuntimeError("Event loop is closed");
 }
 
+void EventLoop::resume_handle(void* address) {
+  detail::Trampoline::drive(std::coroutine_handle<>::from_address(address));
+}
+
 void EventLoop::run_handle(void* state) {
   auto* handle = static_cast<detail::HandleState*>(state);
   if (!handle->cancelled.load(std::memory_order_relaxed)) {

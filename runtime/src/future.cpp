@@ -1,6 +1,5 @@
 // Future state transitions and callback scheduling (asyncio.Future's rules).
 #include "corio/future.hpp"
-#include "corio/task.hpp"
 
 #include <algorithm>
 
@@ -13,20 +12,23 @@ FutureBase::FutureBase(EventLoop* loop) : loop_(loop) {
 }
 
 FutureBase::~FutureBase() {
+  report_unretrieved_exception({});
   if (loop_ != nullptr) {
     (prev_live_ ? prev_live_->next_live_ : loop_->live_futures_) = next_live_;
     if (next_live_) next_live_->prev_live_ = prev_live_;
   }
-  if (state_ == State::finished && exception_ && !exception_retrieved_) {
-    ExceptionContext context{is_task_ ? "Task exception was never retrieved"
-                                      : "Future exception was never retrieved",
-                             exception_, {}};
-    if (is_task_) context.task_name = static_cast<TaskBase*>(this)->name();
-    if (loop_ != nullptr) {
-      loop_->call_exception_handler(context);
-    } else {
-      EventLoop::default_exception_handler(context);
-    }
+}
+
+void FutureBase::report_unretrieved_exception(const std::string& task_name) noexcept {
+  if (state_ != State::finished || !exception_ || exception_retrieved_) return;
+  exception_retrieved_ = true;
+  ExceptionContext context{is_task_ ? "Task exception was never retrieved"
+                                    : "Future exception was never retrieved",
+                           exception_, task_name};
+  if (loop_ != nullptr) {
+    loop_->call_exception_handler(context);
+  } else {
+    EventLoop::default_exception_handler(context);
   }
 }
 

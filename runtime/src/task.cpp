@@ -16,7 +16,10 @@ TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* r
   loop->post({&step, this});
 }
 
-TaskBase::~TaskBase() { destroy_frame(); }
+TaskBase::~TaskBase() {
+  destroy_frame();
+  report_unretrieved_exception(name_);
+}
 
 void TaskBase::destroy_frame() noexcept {
   if (root_) std::exchange(root_, {}).destroy();
@@ -34,7 +37,7 @@ void TaskBase::step(void* arg) {
     task->root_promise_->exception = std::make_exception_ptr(task->make_cancelled_error());
     task->on_root_done();
   } else {
-    task->resume_point_.resume();
+    Trampoline::drive(task->resume_point_);
   }
   loop->current_task_ = previous;
 }

@@ -24,6 +24,34 @@ namespace detail {
 class TaskBase;
 void warn_never_awaited(const char* function_name) noexcept;
 
+// Symmetric transfer without relying on the optimiser: GCC turns "await_suspend returns a
+// handle" into a tail call only at -O2, so a million-deep await chain would overflow the
+// stack in debug and sanitizer builds. While a driver (a task step) is active, the next
+// coroutine to run is handed back to it instead of being resumed from inside this one.
+struct Trampoline {
+  static inline thread_local bool active = false;
+  static inline thread_local void* next = nullptr;
+
+  // Transfers control to `to`: through the active driver, or by symmetric transfer.
+  static std::coroutine_handle<> transfer(std::coroutine_handle<> to) noexcept {
+    if (!active) return to;
+    next = to.address();
+    return std::noop_coroutine();
+  }
+  // Resumes `start` and every coroutine control is transferred to, iteratively.
+  static void drive(std::coroutine_handle<> start) {
+    const bool was_active = active;
+    active = true;
+    void* current = start.address();
+    while (current != nullptr) {
+      next = nullptr;
+      std::coroutine_handle<>::from_address(current).resume();
+      current = next;
+    }
+    active = was_active;
+  }
+};
+
 struct PromiseBase {
   explicit PromiseBase(const char* function) noexcept : function(function) {}
 
@@ -40,7 +68,7 @@ struct PromiseBase {
       PromiseBase& promise = self.promise();
       if (promise.parent) promise.parent->child = nullptr;
       if (promise.task) return finish_task(promise.task);
-      return promise.continuation ? promise.continuation : std::noop_coroutine();
+      return promise.continuation ? Trampoline::transfer(promise.continuation) : std::noop_coroutine();
     }
     void await_resume() const noexcept {}
   };
@@ -127,7 +155,7 @@ class [[nodiscard]] Coro {
         promise.parent = &parent.promise();
         parent.promise().child = &promise;
       }
-      return child;
+      return detail::Trampoline::transfer(child);
     }
     T await_resume() {
       promise_type& promise = child.promise();

@@ -118,7 +118,7 @@ class EventLoop {
   // Runs a callback when the loop closes (executors, async generators register here).
   void at_close(Callback callback) { close_callbacks_.push_back(std::move(callback)); }
 
-  static void resume_handle(void* address) { std::coroutine_handle<>::from_address(address).resume(); }
+  static void resume_handle(void* address);
 
  private:
   friend class detail::TaskBase;

@@ -70,6 +70,8 @@ class FutureBase {
   // Moves to a final state and schedules every callback.
   void finish(State state);
   void ensure_pending(const char* operation) const;
+  // Reports an exception nobody looked at (once); called by the most derived destructor.
+  void report_unretrieved_exception(const std::string& task_name) noexcept;
 
   EventLoop* loop_;
   State state_ = State::pending;
@@ -137,8 +139,10 @@ class FutureAwaiter {
     suspension_.end(false);
     base_->check_result();
     if constexpr (!std::is_void_v<T>) {
-      if (base_->use_count() == 1) return std::move(**value_);
-      return **value_;
+      if constexpr (std::is_copy_constructible_v<T>) {
+        if (base_->use_count() != 1) return **value_;
+      }
+      return std::move(**value_);  // nobody else can observe it, or it cannot be copied
     }
   }
 

@@ -159,7 +159,13 @@ decltype(auto) EventLoop::run_until_complete(Awaitable&& awaitable) {
     const Future<T>& future = awaitable;
     run_until_done(*future.base());
     future.base()->check_result();
-    if constexpr (!std::is_void_v<T>) return T(**future.value_slot());
+    if constexpr (!std::is_void_v<T>) {
+      if constexpr (std::is_copy_constructible_v<T>) {
+        return T(**future.value_slot());
+      } else {
+        return T(std::move(**future.value_slot()));
+      }
+    }
   }
 }
 

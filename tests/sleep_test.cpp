@@ -1,0 +1,74 @@
+// sleep(): sleep(0) yields exactly one iteration, delays never end early, negative delays
+// are 0, and concurrent sleeps overlap.
+#include <corio/corio.hpp>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace corio {
+namespace {
+
+TEST(Sleep, ZeroYieldsOneIteration) {
+  std::vector<std::string> log;
+  auto a = [](std::vector<std::string>& log) -> Coro<void> {
+    log.push_back("a1");
+    co_await sleep(0);
+    log.push_back("a2");
+  };
+  auto b = [](std::vector<std::string>& log) -> Coro<void> {
+    log.push_back("b1");
+    co_await sleep(0);
+    log.push_back("b2");
+  };
+  auto main = [&]() -> Coro<void> {
+    Task<void> ta = create_task(a(log));
+    Task<void> tb = create_task(b(log));
+    co_await ta;
+    co_await tb;
+  };
+  run(main());
+  EXPECT_EQ(log, (std::vector<std::string>{"a1", "b1", "a2", "b2"}));
+}
+
+TEST(Sleep, NeverEndsEarly) {
+  auto main = []() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    for (double d : {0.001, 0.005, 0.02}) {
+      const double start = loop.time();
+      co_await sleep(d);
+      EXPECT_GE(loop.time() - start, d);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    co_await sleep(std::chrono::milliseconds(3));
+    EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3));
+  };
+  run(main());
+}
+
+TEST(Sleep, NegativeIsZero) {
+  auto main = []() -> Coro<double> {
+    EventLoop& loop = get_running_loop();
+    const double start = loop.time();
+    co_await sleep(-10);
+    co_return loop.time() - start;
+  };
+  EXPECT_LT(run(main()), 1.0);
+}
+
+Coro<void> sleep_task(double d) { co_await sleep(d); }
+
+TEST(Sleep, ConcurrentSleepsOverlapOnVirtualTime) {
+  Runner runner({.virtual_time = true});
+  auto main = []() -> Coro<double> {
+    EventLoop& loop = get_running_loop();
+    const double start = loop.time();
+    co_await gather(sleep_task(1), sleep_task(2), sleep_task(3));
+    co_return loop.time() - start;
+  };
+  EXPECT_DOUBLE_EQ(runner.run(main()), 3.0);
+}
+
+}  // namespace
+}  // namespace corio
