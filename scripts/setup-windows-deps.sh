@@ -30,7 +30,6 @@ repo="$(cd "$here/.." && pwd)"
 toolchain="$repo/cmake/toolchains/mingw-w64-x86_64.cmake"
 prefix="${CORIO_WIN_DEPS:-/opt/corio-win-deps}"
 jobs="${CORIO_JOBS:-$(nproc 2>/dev/null || echo 2)}"
-triple=x86_64-w64-mingw32
 stamp_name=.corio-win-deps.stamp
 
 log() { printf '[setup-windows-deps] %s\n' "$*"; }
@@ -61,11 +60,9 @@ packages=(
     googletest      # GoogleTest/GoogleMock sources in /usr/src/googletest
     ca-certificates
 )
-apt_updated=0
 apt_update() {
     log "apt-get update"
     "${SUDO[@]}" apt-get update -qq "$@" >/dev/null
-    apt_updated=1
 }
 
 missing=()
@@ -78,14 +75,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
     # --no-install-recommends: wine's recommends (wine32, fonts, GL, ...) are
     # ~80 extra packages that a console test runner does not need.
+    aptlog="$(mktemp "${TMPDIR:-/tmp}/corio-apt.XXXXXX")"
     install() {
         "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
-            -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+            -o Dpkg::Use-Pty=0 "${missing[@]}" >"$aptlog" 2>&1
     }
     if ! install; then
         apt_update
-        install || die "apt-get install failed"
+        if ! install; then
+            tail -n 30 "$aptlog" >&2
+            die "apt-get install failed (log: $aptlog)"
+        fi
     fi
+    rm -f "$aptlog"
 else
     log "packages already installed"
 fi
