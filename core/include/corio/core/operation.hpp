@@ -60,8 +60,9 @@ enum class OpState : std::uint8_t { idle, submitted, cancel_requested, completed
 
 struct Operation {
   // Backend-private scratch. First member so IOCP can overlay its OVERLAPPED and recover the
-  // operation from the pointer GetQueuedCompletionStatusEx hands back.
-  alignas(8) unsigned char backend_scratch[32] = {};
+  // operation from the pointer GetQueuedCompletionStatusEx hands back. 64 bytes so io_uring
+  // can keep the msghdr (56 bytes) of a recvmsg/sendmsg alive until its completion.
+  alignas(8) unsigned char backend_scratch[64] = {};
 
   void (*on_complete)(Operation*) = nullptr;
   NativeHandle handle = kInvalidHandle;
