@@ -116,3 +116,18 @@ TEST(Gather, CancelledChildWithoutReturnExceptionsRaisesCancelledError) {
 
 }  // namespace
 }  // namespace corio
+
+namespace corio {
+namespace {
+TEST(Gather, ChildrenStartInArgumentOrder) {
+  std::vector<int> started;
+  auto mark = [](std::vector<int>& log, int i) -> Coro<void> {
+    log.push_back(i);
+    co_return;
+  };
+  auto main = [&]() -> Coro<void> { co_await gather(mark(started, 1), mark(started, 2), mark(started, 3)); };
+  run(main());
+  EXPECT_EQ(started, (std::vector<int>{1, 2, 3}));
+}
+}  // namespace
+}  // namespace corio

@@ -241,7 +241,10 @@ TEST(Task, PendingTasksAreDestroyedWithTheLoopWithoutLeaks) {
     EventLoop loop;
     loop.set_exception_handler(
         [&](EventLoop&, const ExceptionContext& context) { messages.push_back(context.message); });
-    auto sleeper = [](std::shared_ptr<int> keep) -> Coro<void> { co_await sleep(100); };
+    auto sleeper = [](std::shared_ptr<int> keep) -> Coro<void> {
+      co_await sleep(100);
+      (void)keep;
+    };
     loop.create_task(sleeper(guard));
     loop.call_later(0.001, [&] { loop.stop(); });
     loop.run_forever();

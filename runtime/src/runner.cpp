@@ -7,8 +7,8 @@
 namespace corio {
 
 namespace {
-bool debug_from_environment() {
-  const char* value = std::getenv("CORIO_DEBUG");
+bool flag_from_environment(const char* name) {
+  const char* value = std::getenv(name);
   return value != nullptr && *value != '\0' && std::strcmp(value, "0") != 0;
 }
 
@@ -25,8 +25,8 @@ Coro<void> wait_all(std::vector<AnyTask> tasks) {
 
 Runner::Runner(Options options) {
   EventLoop::Options loop_options;
-  loop_options.debug = options.debug || debug_from_environment();
-  loop_options.virtual_time = options.virtual_time;
+  loop_options.debug = options.debug || flag_from_environment("CORIO_DEBUG");
+  loop_options.virtual_time = options.virtual_time || flag_from_environment("CORIO_VIRTUAL_TIME");
   loop_ = std::make_unique<EventLoop>(loop_options);
 }
 

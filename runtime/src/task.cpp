@@ -136,8 +136,27 @@ std::string Suspension::pending_cancel_message() const {
   return task_ ? task_->cancel_message() : std::string();
 }
 
+// "corio::Coro<int> ns::nested(int)" -> "ns::nested", the name a Python user would see.
+static std::string short_function_name(const char* signature) {
+  std::string text = signature;
+  const auto paren = text.find('(');
+  if (paren != std::string::npos) text.resize(paren);
+  int depth = 0;
+  for (std::size_t i = text.size(); i-- > 0;) {
+    const char c = text[i];
+    if (c == '>') ++depth;
+    if (c == '<') --depth;
+    if (c == ' ' && depth == 0) return text.substr(i + 1);
+  }
+  return text;
+}
+
 void warn_never_awaited(const char* function_name) noexcept {
-  std::fprintf(stderr, "RuntimeWarning: coroutine '%s' was never awaited\n", function_name);
+  try {
+    std::fprintf(stderr, "RuntimeWarning: coroutine '%s' was never awaited\n",
+                 short_function_name(function_name).c_str());
+  } catch (...) {
+  }
 }
 
 }  // namespace detail

@@ -144,8 +144,8 @@ class GatheringState : public FutureState<Result> {
 template <class Result, class... T>
 class TupleGathering final : public GatheringState<Result> {
  public:
-  TupleGathering(EventLoop* loop, bool return_exceptions, Future<T>... children)
-      : GatheringState<Result>(loop, sizeof...(T), return_exceptions), children_(std::move(children)...) {
+  TupleGathering(EventLoop* loop, bool return_exceptions, std::tuple<Future<T>...> children)
+      : GatheringState<Result>(loop, sizeof...(T), return_exceptions), children_(std::move(children)) {
     this->watch_children();
   }
 
@@ -209,8 +209,12 @@ template <class... A>
 auto gather(A&&... awaitables) {
   EventLoop& loop = get_running_loop();
   using Result = std::tuple<detail::Stored<detail::AwaitResult<A>>...>;
+  // Braces: children are scheduled left to right, as asyncio does (a call's arguments
+  // would be evaluated in an unspecified order).
+  std::tuple<Future<detail::AwaitResult<A>>...> children{
+      detail::ensure_future(loop, std::forward<A>(awaitables))...};
   return detail::make_gathering<Result, detail::TupleGathering<Result, detail::AwaitResult<A>...>>(
-      loop, false, detail::ensure_future(loop, std::forward<A>(awaitables))...);
+      loop, false, std::move(children));
 }
 
 // gather(return_exceptions, a, b) -> Future<tuple<Outcome<A>, Outcome<B>>>.
@@ -218,8 +222,10 @@ template <class... A>
 auto gather(ReturnExceptions, A&&... awaitables) {
   EventLoop& loop = get_running_loop();
   using Result = std::tuple<Outcome<detail::AwaitResult<A>>...>;
+  std::tuple<Future<detail::AwaitResult<A>>...> children{
+      detail::ensure_future(loop, std::forward<A>(awaitables))...};
   return detail::make_gathering<Result, detail::TupleGathering<Result, detail::AwaitResult<A>...>>(
-      loop, true, detail::ensure_future(loop, std::forward<A>(awaitables))...);
+      loop, true, std::move(children));
 }
 
 // gather over a vector of coroutines, tasks or futures -> Future<vector<T>>.

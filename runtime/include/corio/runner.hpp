@@ -19,6 +19,8 @@ class Runner {
   struct Options {
     // Debug mode; also turned on by the environment variable CORIO_DEBUG=1.
     bool debug = false;
+    // Virtual time (see EventLoop::Options); also turned on by CORIO_VIRTUAL_TIME=1, so
+    // programs that sleep for seconds can be tested in milliseconds.
     bool virtual_time = false;
   };
 

@@ -1,0 +1,75 @@
+// Runs the example programs as a user would and checks their output and their concurrency.
+// Programs that sleep for seconds run on virtual time (CORIO_VIRTUAL_TIME=1), so "took 1.00
+// seconds, not 3.00" is an exact check of overlap rather than a timing assertion.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "example_runner.hpp"
+
+namespace {
+
+using corio::testing::run_example;
+
+TEST(Examples, CountasyncOverlapsItsSleeps) {
+  const auto out = run_example("countasync", "", /*virtual_time=*/true);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_EQ(out.text.substr(0, 24), "One\nOne\nOne\nTwo\nTwo\nTwo\n");
+  EXPECT_NE(out.text.find("executed in 1.00 seconds."), std::string::npos) << out.text;
+}
+
+TEST(Examples, CountasyncOverlapsOnTheRealClockToo) {
+  const auto out = run_example("countasync", "", /*virtual_time=*/false);
+  ASSERT_EQ(out.status, 0) << out.text;
+  // Three 1 s sleeps one after another would take 3 s; overlapped they take about 1 s.
+  const auto at = out.text.find("executed in ");
+  ASSERT_NE(at, std::string::npos);
+  const double seconds = std::stod(out.text.substr(at + 12));
+  EXPECT_GE(seconds, 1.0);
+  EXPECT_LT(seconds, 2.5);
+}
+
+TEST(Examples, SayAfterSequentialTakesTheSum) {
+  const auto out = run_example("say_after", "sequential", true);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("hello\nworld\nfinished at"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("elapsed 3.00 seconds"), std::string::npos) << out.text;
+}
+
+TEST(Examples, SayAfterWithTasksTakesTheMax) {
+  const auto out = run_example("say_after", "tasks", true);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("hello\nworld\nfinished at"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("elapsed 2.00 seconds"), std::string::npos) << out.text;
+}
+
+TEST(Examples, FactorialInterleavesAndReturnsInOrder) {
+  const auto out = run_example("factorial", "", true);
+  ASSERT_EQ(out.status, 0) << out.text;
+  const std::string expected_start =
+      "Task A: Compute factorial(2), currently i=2...\n"
+      "Task B: Compute factorial(3), currently i=2...\n"
+      "Task C: Compute factorial(4), currently i=2...\n"
+      "Task A: factorial(2) = 2\n"
+      "Task B: Compute factorial(3), currently i=3...\n"
+      "Task C: Compute factorial(4), currently i=3...\n"
+      "Task B: factorial(3) = 6\n"
+      "Task C: Compute factorial(4), currently i=4...\n"
+      "Task C: factorial(4) = 24\n"
+      "[2, 6, 24]\n";
+  EXPECT_EQ(out.text.substr(0, expected_start.size()), expected_start) << out.text;
+  EXPECT_NE(out.text.find("elapsed 3.00 seconds"), std::string::npos) << out.text;
+}
+
+TEST(Examples, NestedNeverAwaitedDoesNotRunAndWarns) {
+  const auto out = run_example("nested", "", false);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("RuntimeWarning: coroutine 'nested' was never awaited"), std::string::npos)
+      << out.text;
+  EXPECT_NE(out.text.find("42\n"), std::string::npos) << out.text;
+}
+
+}  // namespace
