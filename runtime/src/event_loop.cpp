@@ -185,7 +185,13 @@ void EventLoop::run_once() {
   core::Nanos timeout = next_timeout();
   const bool jump = options_.virtual_time && timeout > 0 && !timers_.empty() &&
                     backend_.in_flight() == 0 && external_work_.load(std::memory_order_acquire) == 0;
-  backend_.wait(jump ? 0 : timeout);
+  // With work already ready, polling the backend (a syscall on epoll) is skipped for a
+  // bounded number of iterations: I/O is still polled at least every kPollInterval
+  // iterations, so a task that keeps yielding cannot starve it.
+  if (timeout != 0 || ready_.empty() || ++polls_skipped_ >= kPollInterval) {
+    polls_skipped_ = 0;
+    backend_.wait(jump ? 0 : timeout);
+  }
   drain_threadsafe();
   if (options_.virtual_time && ready_.empty() && !timers_.empty()) {
     // Nothing can happen before the next timer: let virtual time reach it.
@@ -251,7 +257,10 @@ void EventLoop::run_until_done(detail::FutureBase& future) {
 void EventLoop::close() {
   if (running_) throw RuntimeError("Cannot close a running event loop");
   if (closed_) return;
-  closed_ = true;
+  {
+    absl::MutexLock lock(&threadsafe_mutex_);  // call_soon_threadsafe reads closed_ on other threads
+    closed_ = true;
+  }
   std::vector<Callback> callbacks = std::move(close_callbacks_);
   for (Callback& callback : callbacks) callback();
   {

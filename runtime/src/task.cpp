@@ -10,7 +10,7 @@ TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* r
                    std::string name)
     : FutureBase(loop), root_(root), root_promise_(root_promise), resume_point_(root), name_(std::move(name)) {
   is_task_ = true;
-  if (name_.empty()) name_ = "Task-" + std::to_string(++loop->task_counter_);
+  if (name_.empty()) number_ = ++loop->task_counter_;
   root_promise_->task = this;
   add_ref();  // held while the task runs; dropped when it is done
   loop->post({&step, this});
@@ -19,6 +19,11 @@ TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* r
 TaskBase::~TaskBase() {
   destroy_frame();
   report_unretrieved_exception(name_);
+}
+
+const std::string& TaskBase::name() const {
+  if (name_.empty() && number_ != 0) name_ = "Task-" + std::to_string(number_);
+  return name_;
 }
 
 void TaskBase::destroy_frame() noexcept {

@@ -14,6 +14,7 @@
 #include <exception>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "corio/config.hpp"
@@ -117,6 +118,12 @@ class EventLoop {
   void check_open() const;
   // Runs a callback when the loop closes (executors, async generators register here).
   void at_close(Callback callback) { close_callbacks_.push_back(std::move(callback)); }
+  // An asynchronous clean-up step that Runner::close awaits (run_until_complete) after it has
+  // cancelled the remaining tasks and before it closes the loop: shutdown_asyncgens and
+  // shutdown_default_executor register here. A step may register further steps.
+  using ShutdownStep = absl::AnyInvocable<Coro<void>()>;
+  void at_shutdown(ShutdownStep step) { shutdown_steps_.push_back(std::move(step)); }
+  std::vector<ShutdownStep> take_shutdown_steps() { return std::exchange(shutdown_steps_, {}); }
 
   static void resume_handle(void* address);
 
@@ -137,6 +144,8 @@ class EventLoop {
   core::ReadyQueue ready_;
   core::TimerHeap timers_;
   core::Nanos virtual_now_ = 0;
+  static constexpr int kPollInterval = 61;
+  int polls_skipped_ = 0;
   bool running_ = false;
   bool stopping_ = false;
   bool closed_ = false;
@@ -145,6 +154,7 @@ class EventLoop {
   std::uint64_t task_counter_ = 0;
   ExceptionHandler exception_handler_;
   std::vector<Callback> close_callbacks_;
+  std::vector<ShutdownStep> shutdown_steps_;
   std::thread::id thread_id_;
 
   absl::Mutex threadsafe_mutex_;

@@ -27,7 +27,8 @@ class TaskBase : public FutureBase {
   bool cancel(std::string message = {}) override;
   int cancelling() const noexcept { return num_cancels_requested_; }
   int uncancel() noexcept;
-  const std::string& name() const noexcept { return name_; }
+  // "Task-N" unless named; built on first use so unnamed tasks cost no string formatting.
+  const std::string& name() const;
   void set_name(std::string name) { name_ = std::move(name); }
   // The coroutine at the top of this task's await chain (nullptr once done).
   const PromiseBase* root_promise() const noexcept { return root_ ? root_promise_ : nullptr; }
@@ -53,7 +54,8 @@ class TaskBase : public FutureBase {
   CancelHook hook_;
   bool must_cancel_ = false;
   int num_cancels_requested_ = 0;
-  std::string name_;
+  mutable std::string name_;
+  std::uint64_t number_ = 0;
 };
 
 template <class T>
@@ -99,7 +101,7 @@ class AnyTask {
   bool cancel(std::string message = {}) { return task_->cancel(std::move(message)); }
   int cancelling() const noexcept { return task_->cancelling(); }
   int uncancel() noexcept { return task_->uncancel(); }
-  const std::string& get_name() const noexcept { return task_->name(); }
+  const std::string& get_name() const { return task_->name(); }
   void set_name(std::string name) { task_->set_name(std::move(name)); }
   std::exception_ptr exception() const { return task_->exception(); }
   detail::TaskBase* get() const noexcept { return task_; }
@@ -120,7 +122,7 @@ class Task : public Future<T> {
 
   int cancelling() const noexcept { return task()->cancelling(); }
   int uncancel() noexcept { return task()->uncancel(); }
-  const std::string& get_name() const noexcept { return task()->name(); }
+  const std::string& get_name() const { return task()->name(); }
   void set_name(std::string name) { task()->set_name(std::move(name)); }
   operator AnyTask() const noexcept { return AnyTask(task()); }
 
