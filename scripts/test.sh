@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Quick start, command 2 (and what .ci/run calls): the whole test suite.
+# Builds and runs the same tests on every backend this machine can run, plus sanitizers:
+#   epoll (RelWithDebInfo), epoll + ASan/UBSan, io_uring, io_uring + ASan/UBSan,
+#   TSan over the cross-thread suites, and the Windows (IOCP) build under wine.
+# Ends with one line "N passed, M failed" counting ctest's tests over every configuration.
+# CORIO_TEST_CONFIGS="epoll asan ..." limits the run to some configurations.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh || { echo "could not install dependencies"; exit 1; }
+
+jobs=$(nproc)
+configs=${CORIO_TEST_CONFIGS:-"epoll asan io_uring io_uring-asan tsan windows"}
+total_passed=0
+total_failed=0
+failed_configs=()
+
+# Tests that exercise threads, for the ThreadSanitizer run.
+tsan_filter='Threadsafe|ToThread|Executor|Thread|Concurrent'
+
+run_config() {
+  local name=$1; shift
+  local dir=build-test/$name
+  echo "=== [$name] configure + build"
+  if ! cmake -S . -B "$dir" -G Ninja -DCORIO_BUILD_BENCH=OFF "$@" >"$dir.configure.log" 2>&1; then
+    cat "$dir.configure.log"; return 1
+  fi
+  if ! cmake --build "$dir" -j"$jobs" >"$dir.build.log" 2>&1; then
+    grep -E "error|Error" "$dir.build.log" | head -40; return 1
+  fi
+  echo "=== [$name] ctest"
+  local extra=()
+  [ "$name" = tsan ] && extra=(-R "$tsan_filter")
+  ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 300 "${extra[@]}" | tee "$dir.ctest.log" | tail -n 25
+  local line
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$dir.ctest.log" | tail -1)
+  local failed_n=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+  local total_n=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/')
+  if [ -z "$line" ]; then echo "[$name] ctest produced no summary"; return 1; fi
+  total_passed=$((total_passed + total_n - failed_n))
+  total_failed=$((total_failed + failed_n))
+  [ "$failed_n" -eq 0 ]
+}
+
+mkdir -p build-test
+for config in $configs; do
+  case $config in
+    epoll) run_config epoll -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll ;;
+    asan) run_config asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=address,undefined ;;
+    io_uring)
+      [ -d backends/io_uring ] || { echo "=== [io_uring] backend not present, skipped"; continue; }
+      run_config io_uring -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=io_uring ;;
+    io_uring-asan)
+      [ -d backends/io_uring ] || continue
+      run_config io_uring-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=io_uring -DCORIO_SANITIZE=address,undefined ;;
+    tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=thread \
+            -DCORIO_BUILD_EXAMPLES=OFF ;;
+    windows)
+      [ -x scripts/test-windows.sh ] && [ -d backends/iocp ] || { echo "=== [windows] not present, skipped"; continue; }
+      echo "=== [windows] scripts/test-windows.sh"
+      if scripts/test-windows.sh 2>&1 | tee build-test/windows.log | tail -n 25; then :; fi
+      line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" build-test/windows.log | tail -1)
+      if [ -z "$line" ]; then failed_configs+=(windows); continue; fi
+      f=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+      t=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/')
+      total_passed=$((total_passed + t - f)); total_failed=$((total_failed + f))
+      [ "$f" -eq 0 ] || failed_configs+=(windows)
+      continue ;;
+    *) echo "unknown configuration '$config'"; exit 2 ;;
+  esac
+  [ $? -eq 0 ] || failed_configs+=("$config")
+done
+
+echo
+if [ ${#failed_configs[@]} -gt 0 ]; then
+  echo "failing configurations: ${failed_configs[*]}"
+  [ "$total_failed" -eq 0 ] && total_failed=1
+fi
+echo "$total_passed passed, $total_failed failed"
+[ ${#failed_configs[@]} -eq 0 ]
