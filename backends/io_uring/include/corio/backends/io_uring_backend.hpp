@@ -1,0 +1,127 @@
+// The io_uring backend: a completion backend. Every OpCode is submitted to the kernel as its
+// own io_uring request (accept, connect, recv, send, recvmsg, sendmsg, read, write, poll_add);
+// start() only fills a submission entry, and wait() submits the batch and waits for
+// completions with ONE io_uring_enter per loop iteration in steady state.
+//
+// Cross-thread wake-up: an eventfd. The loop thread keeps an IORING_OP_READ armed on it, and
+// wake() (any thread) writes to the eventfd: a plain syscall that never touches the ring, so
+// the ring can be IORING_SETUP_SINGLE_ISSUER (only the loop thread ever submits). MSG_RING
+// would need a second ring per waking thread; the eventfd needs nothing.
+//
+// It must never call into the runtime (it only moves Operations and calls on_complete), never
+// let the kernel write into memory the owner may have freed (every buffer, msghdr and
+// address is used only until that op's own completion arrives), and never leak liburing's
+// header into the runtime (the ring is kept opaque).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "corio/core/backend.hpp"
+#include "corio/core/operation.hpp"
+
+// liburing's types, defined in <liburing.h> and used only in the .cpp.
+struct io_uring;
+struct io_uring_sqe;
+
+namespace corio::backends {
+
+class IoUringBackend {
+ public:
+  static constexpr std::string_view kName = "io_uring";
+
+  // How the kernel runs completion work, best first. Construction takes the best one the
+  // kernel accepts, starting from Options::best_mode.
+  enum class TaskRunMode : std::uint8_t {
+    defer_taskrun,  // SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1): completions run only inside wait()
+    coop_taskrun,   // COOP_TASKRUN (Linux 5.19): no interrupting IPIs
+    plain,          // anything since Linux 5.6
+  };
+
+  struct Options {
+    unsigned entries = 256;  // submission queue size; the completion queue is twice that
+    TaskRunMode best_mode = TaskRunMode::defer_taskrun;  // lower it to exercise the fallbacks
+    bool cancel_by_fd = true;  // use IORING_ASYNC_CANCEL_FD|ALL in close() when the kernel has it
+  };
+
+  // Counters for tests and measurements.
+  struct Stats {
+    std::uint64_t enters = 0;    // calls that enter the kernel (submit and/or wait)
+    std::uint64_t rebuilds = 0;  // rings rebuilt because the loop moved to another thread
+  };
+
+  // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
+  // by sysctl or seccomp, kernel too old).
+  IoUringBackend();
+  explicit IoUringBackend(Options options);
+  ~IoUringBackend();
+  IoUringBackend(const IoUringBackend&) = delete;
+  IoUringBackend& operator=(const IoUringBackend&) = delete;
+
+  // Always false (submitted) except for an invalid handle, answered without the kernel.
+  bool start(core::Operation& op);
+  // Queues an IORING_OP_ASYNC_CANCEL; on_complete arrives from a later wait(), with
+  // -ECANCELED (state cancelled) or, if the operation won the race, its real result.
+  void cancel(core::Operation& op);
+  std::size_t wait(core::Nanos timeout);
+  void wake() noexcept;
+  std::size_t in_flight() const { return in_flight_; }
+  // Cancels every operation on handle (their on_complete comes from a later wait()) and
+  // closes it at once: in-flight requests hold their own reference to the file.
+  void close(core::NativeHandle handle);
+
+  TaskRunMode mode() const noexcept { return mode_; }
+  bool cancels_by_fd() const noexcept { return cancel_fd_; }
+  const Stats& stats() const noexcept { return stats_; }
+
+ private:
+  struct Completion {
+    std::uint64_t user_data;
+    std::int32_t res;
+  };
+
+  void open_ring();
+  void close_ring() noexcept;
+  void ensure_owner();
+  void rebind();
+  void enable();
+  void arm_wake();
+  ::io_uring_sqe* get_sqe();
+  void prepare(core::Operation& op, ::io_uring_sqe* sqe);
+  void resubmit(core::Operation& op);
+  void flush_sq();
+  void enter(core::Nanos timeout);
+  void harvest();
+  std::size_t dispatch();
+  bool complete(core::Operation& op, std::int32_t res);
+  void finish(core::Operation& op, std::int64_t result);
+  void link(core::Operation& op);
+  void unlink(core::Operation& op);
+  void drain_for_exit() noexcept;
+
+  ::io_uring* ring_ = nullptr;
+  Options options_;
+  TaskRunMode mode_ = TaskRunMode::plain;
+  bool single_issuer_ = false;  // only owner_ may enter the ring
+  bool enabled_ = false;        // single-issuer rings start disabled and bind on first use
+  bool cancel_fd_ = false;
+  bool wake_armed_ = false;
+  bool shutting_down_ = false;
+  std::thread::id owner_;
+  int wake_fd_ = -1;
+  std::uint64_t wake_buf_ = 0;  // the armed eventfd read lands here
+  std::size_t in_flight_ = 0;
+  // Per-fd doubly linked lists (through Operation::next/prev) of operations in flight, so
+  // close() can mark them cancel_requested and never re-arm them on a closed descriptor.
+  std::vector<core::Operation*> fd_heads_;
+  // Completions copied out of the ring and not yet dispatched.
+  std::vector<Completion> pending_;
+  Stats stats_;
+};
+
+static_assert(core::Backend<IoUringBackend>);
+
+}  // namespace corio::backends
