@@ -7,8 +7,8 @@
 namespace corio {
 
 void throw_os_error(int e, const std::string& context) {
-  const std::string what = context.empty() ? std::string(std::strerror(e))
-                                           : context + ": " + std::strerror(e);
+  // std::system_error appends ": <strerror>" itself; adding it here printed it twice.
+  const std::string what = context.empty() ? "[Errno " + std::to_string(e) + "]" : context;
   switch (e) {
     case EPIPE:
 #ifdef ESHUTDOWN

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -45,6 +46,13 @@ bool is_reader(OpCode code) {
     default:
       return false;
   }
+}
+
+// A zero-timeout poll: is the handle readable/writable right now? (Hang-ups and errors
+// count: an operation would not block.)
+bool still_ready(int fd, bool reader) {
+  pollfd p{fd, static_cast<short>(reader ? POLLIN : POLLOUT), 0};
+  return ::poll(&p, 1, 0) > 0;
 }
 
 std::int64_t syscall_result(long r) { return r >= 0 ? r : -static_cast<std::int64_t>(errno); }
@@ -220,6 +228,9 @@ bool EpollBackend::start(Operation& op) {
   bool& ready = reader ? state.readable : state.writable;
   if (queue.empty()) {
     if (op.code == OpCode::wait_readable || op.code == OpCode::wait_writable) {
+      // The flag only says an edge arrived; the owner may have drained the handle with its
+      // own syscalls since (add_reader users do), so check before answering "ready".
+      if (ready) ready = still_ready(fd, reader);
       if (ready) {
         op.result = 0;
         op.state = OpState::completed;
