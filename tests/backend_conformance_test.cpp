@@ -4,12 +4,6 @@
 // core/backend.hpp. It must only assert what the contract promises: whether an operation
 // completes inline (start() == true) or later is the backend's choice, so tests accept both.
 // It must never depend on one backend's internals.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -27,6 +21,7 @@
 #include "corio/config.hpp"
 #include "corio/core/backend.hpp"
 #include "corio/core/operation.hpp"
+#include "test_os.hpp"  // raw OS calls, spelled for POSIX and for Windows
 
 namespace corio {
 namespace {
@@ -36,6 +31,7 @@ using core::OpCode;
 using core::Operation;
 using core::OpState;
 using Backend = SelectedBackend;
+namespace os = testing::os;
 
 static_assert(core::Backend<Backend>);
 
@@ -71,7 +67,7 @@ class Fd {
   int get() const { return fd_; }
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) os::close(fd_);
     fd_ = fd;
   }
 
@@ -81,13 +77,13 @@ class Fd {
 
 std::pair<Fd, Fd> stream_pair() {
   int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  EXPECT_EQ(os::stream_pair(sv), 0);
   return {Fd(sv[0]), Fd(sv[1])};
 }
 
 std::pair<Fd, Fd> nonblocking_pipe() {
   int p[2];
-  EXPECT_EQ(::pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  EXPECT_EQ(os::pipe(p), 0);
   return {Fd(p[0]), Fd(p[1])};
 }
 
@@ -111,7 +107,7 @@ core::SocketAddress local_address(int fd) {
 }
 
 Fd bound_socket(int type) {
-  Fd fd(::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  Fd fd(os::socket(AF_INET, type, /*nonblocking=*/true));
   EXPECT_GE(fd.get(), 0);
   const core::SocketAddress address = loopback();
   EXPECT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(address.storage), address.length),
@@ -126,13 +122,13 @@ std::uint16_t port_of(const core::SocketAddress& address) {
 }
 
 void write_all(int fd, const std::string& data) {
-  ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(os::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
 }
 
 // Fills a socket's send buffer so the next send must wait.
 void fill_send_buffer(int fd) {
   std::vector<char> chunk(65536, 'x');
-  while (::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+  while (os::send_nowait(fd, chunk.data(), chunk.size()) > 0) {
   }
 }
 
@@ -290,7 +286,7 @@ TEST_F(BackendConformance, RecvSeesEndOfStream) {
   op.buffer = buf;
   op.length = sizeof buf;
   start(op);
-  ::shutdown(b.get(), SHUT_WR);
+  os::shutdown_write(b.get());
   run_until([&] { return op.done(); });
   EXPECT_EQ(op.result, 0);
   EXPECT_EQ(op.state, OpState::completed);
@@ -356,7 +352,7 @@ TEST_F(BackendConformance, AcceptAndConnectOverTcp) {
   accept.address = &peer;
   ASSERT_FALSE(start(accept));  // nobody is connecting yet
 
-  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  Fd client(os::socket(AF_INET, SOCK_STREAM, /*nonblocking=*/true));
   TestOp connect(OpCode::connect, client.get());
   connect.address = &server;
   start(connect);
@@ -365,8 +361,8 @@ TEST_F(BackendConformance, AcceptAndConnectOverTcp) {
   EXPECT_EQ(connect.state, OpState::completed);
   ASSERT_GE(accept.result, 0);
   Fd accepted(static_cast<int>(accept.result));
-  EXPECT_TRUE(::fcntl(accepted.get(), F_GETFL) & O_NONBLOCK);
-  EXPECT_TRUE(::fcntl(accepted.get(), F_GETFD) & FD_CLOEXEC);
+  EXPECT_TRUE(os::is_nonblocking(accepted.get()));
+  EXPECT_TRUE(os::is_cloexec(accepted.get()));
   EXPECT_EQ(peer.length, sizeof(sockaddr_in));
   EXPECT_EQ(port_of(peer), port_of(local_address(client.get())));
 
@@ -385,12 +381,12 @@ TEST_F(BackendConformance, AcceptWithoutAddress) {
   Fd listener = bound_socket(SOCK_STREAM);
   ASSERT_EQ(::listen(listener.get(), 8), 0);
   core::SocketAddress server = local_address(listener.get());
-  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Fd client(os::socket(AF_INET, SOCK_STREAM, /*nonblocking=*/false));
   ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(server.storage), server.length), 0);
   TestOp accept(OpCode::accept, listener.get());
   run(accept);
   ASSERT_GE(accept.result, 0);
-  ::close(static_cast<int>(accept.result));
+  os::close(static_cast<int>(accept.result));
 }
 
 TEST_F(BackendConformance, ConnectToAClosedPortIsRefused) {
@@ -399,7 +395,7 @@ TEST_F(BackendConformance, ConnectToAClosedPortIsRefused) {
     Fd probe = bound_socket(SOCK_STREAM);  // bound, never listening: nothing accepts there
     closed = local_address(probe.get());
   }
-  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  Fd client(os::socket(AF_INET, SOCK_STREAM, /*nonblocking=*/true));
   TestOp connect(OpCode::connect, client.get());
   connect.address = &closed;
   run(connect);
@@ -482,10 +478,8 @@ TEST_F(BackendConformance, ScatterGatherOnAStreamWithoutAddress) {
 }
 
 TEST_F(BackendConformance, FileReadAtAndWriteAtUseTheOffset) {
-  char path[] = "/tmp/corio-conformance-XXXXXX";
-  Fd file(::mkstemp(path));
+  Fd file(os::temp_file());  // already unlinked
   ASSERT_GE(file.get(), 0);
-  ::unlink(path);
 
   std::string text = "hello";
   TestOp write(OpCode::write_at, file.get());
@@ -518,7 +512,23 @@ TEST_F(BackendConformance, FileReadAtAndWriteAtUseTheOffset) {
   eof.offset = 4096;
   run(eof);
   EXPECT_EQ(eof.result, 0);
-  EXPECT_EQ(::lseek(file.get(), 0, SEEK_CUR), 0);  // positional I/O leaves the offset alone
+  EXPECT_EQ(os::lseek(file.get(), 0, SEEK_CUR), 0);  // positional I/O leaves the offset alone
+}
+
+TEST_F(BackendConformance, FileReadAtCurrentPositionAdvancesIt) {
+  Fd file(os::temp_file());  // already unlinked
+  ASSERT_GE(file.get(), 0);
+  write_all(file.get(), "0123456789");
+  ASSERT_EQ(os::lseek(file.get(), 2, SEEK_SET), 2);
+  char buf[4] = {};
+  TestOp read(OpCode::read_at, file.get());
+  read.buffer = buf;
+  read.length = sizeof buf;
+  read.offset = kCurrentPosition;
+  run(read);
+  EXPECT_EQ(read.result, 4);
+  EXPECT_EQ(std::string(buf, 4), "2345");
+  EXPECT_EQ(os::lseek(file.get(), 0, SEEK_CUR), 6);
 }
 
 TEST_F(BackendConformance, PipeReadAtCurrentPositionWaitsForTheWriter) {
@@ -547,7 +557,7 @@ TEST_F(BackendConformance, PipeReadAtCurrentPositionWaitsForTheWriter) {
 TEST_F(BackendConformance, PipeWriteWaitsWhileThePipeIsFull) {
   auto [r, w] = nonblocking_pipe();
   std::vector<char> chunk(65536, 'p');
-  while (::write(w.get(), chunk.data(), chunk.size()) > 0) {
+  while (os::write(w.get(), chunk.data(), chunk.size()) > 0) {
   }
   std::string text = "late";
   TestOp write(OpCode::write_at, w.get());
@@ -558,7 +568,7 @@ TEST_F(BackendConformance, PipeWriteWaitsWhileThePipeIsFull) {
   pump();
   EXPECT_EQ(write.completions, 0);
   std::vector<char> sink(1 << 20);
-  while (::read(r.get(), sink.data(), sink.size()) > 0) {
+  while (os::read(r.get(), sink.data(), sink.size()) > 0) {
   }
   run_until([&] { return write.done(); });
   EXPECT_EQ(write.result, 4);
@@ -579,7 +589,7 @@ TEST_F(BackendConformance, WaitReadableAndWritable) {
   run_until([&] { return readable.done(); });
   EXPECT_EQ(readable.result, 0);
   char c = 0;
-  EXPECT_EQ(::read(a.get(), &c, 1), 1);  // waiting consumed nothing
+  EXPECT_EQ(os::read(a.get(), &c, 1), 1);  // waiting consumed nothing
   EXPECT_EQ(c, 'x');
 }
 
@@ -591,7 +601,7 @@ TEST_F(BackendConformance, WaitWritableWaitsForRoom) {
   pump();
   EXPECT_EQ(writable.completions, 0);
   std::vector<char> sink(1 << 20);
-  while (::read(b.get(), sink.data(), sink.size()) > 0) {
+  while (os::read(b.get(), sink.data(), sink.size()) > 0) {
   }
   run_until([&] { return writable.done(); });
   EXPECT_EQ(writable.result, 0);
@@ -681,14 +691,14 @@ TEST_F(BackendConformance, CancelRacingACompletionHasOneConsistentWinner) {
       ++cancelled;
       ASSERT_EQ(op.result, -ECANCELED);
       char left[8];
-      ASSERT_EQ(::read(a.get(), left, sizeof left), 4);
+      ASSERT_EQ(os::read(a.get(), left, sizeof left), 4);
     } else {
       ++completed;
       ASSERT_EQ(op.state, OpState::completed);
       ASSERT_EQ(op.result, 4);
       ASSERT_EQ(std::string(buf, 4), "race");
       char left[8];
-      ASSERT_EQ(::read(a.get(), left, sizeof left), -1);
+      ASSERT_EQ(os::read(a.get(), left, sizeof left), -1);
       ASSERT_EQ(errno, EAGAIN);
     }
   }
@@ -772,8 +782,7 @@ TEST_F(BackendConformance, CloseCancelsEveryOpOnThatHandleOnly) {
 
   const int fd = a.release();
   backend.close(fd);
-  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);  // closed by the time close() returns
-  EXPECT_EQ(errno, EBADF);
+  EXPECT_TRUE(os::is_closed(fd));  // closed by the time close() returns
   run_until([&] { return recv.done() && readable.done(); });
   EXPECT_EQ(recv.state, OpState::cancelled);
   EXPECT_EQ(recv.result, -ECANCELED);
@@ -783,7 +792,7 @@ TEST_F(BackendConformance, CloseCancelsEveryOpOnThatHandleOnly) {
 
   // The peer sees the end of the stream once the backend let go of the socket.
   char c;
-  run_until([&] { return ::read(peer_of_a.get(), &c, 1) == 0; });
+  run_until([&] { return os::read(peer_of_a.get(), &c, 1) == 0; });
 
   EXPECT_EQ(unrelated.completions, 0);
   EXPECT_EQ(backend.in_flight(), 1u);
@@ -797,9 +806,9 @@ TEST_F(BackendConformance, CloseWithNothingInFlightClosesTheHandle) {
   auto [a, b] = stream_pair();
   const int fd = a.release();
   backend.close(fd);
-  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);
+  EXPECT_TRUE(os::is_closed(fd));
   char c;
-  EXPECT_EQ(::read(b.get(), &c, 1), 0);
+  EXPECT_EQ(os::read(b.get(), &c, 1), 0);
   backend.close(-1);  // harmless
 }
 

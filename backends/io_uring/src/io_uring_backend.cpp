@@ -138,6 +138,14 @@ const KernelCaps& kernel_caps() {
   return caps;
 }
 
+// The kernel's id for the calling thread, which is what a single-issuer ring is bound to.
+// Not std::thread::id: pthread ids are recycled at once when a thread exits, kernel ids only
+// when the pid space wraps.
+int current_tid() {
+  thread_local const int tid = static_cast<int>(::gettid());
+  return tid;
+}
+
 [[noreturn]] void throw_unavailable(const std::string& why) {
   throw RuntimeError("io_uring is unavailable (" + why +
                      "): this corio was built with -DCORIO_BACKEND=io_uring; rebuild with "
@@ -208,7 +216,7 @@ void IoUringBackend::open_ring() {
         mode_ = mode;
         single_issuer_ = (flags & IORING_SETUP_SINGLE_ISSUER) != 0;
         enabled_ = (flags & IORING_SETUP_R_DISABLED) == 0;
-        owner_ = std::thread::id{};
+        owner_tid_ = 0;
         arm_wake();  // fills an entry; a disabled ring submits it once enabled
         return;
       }
@@ -234,7 +242,7 @@ void IoUringBackend::close_ring() noexcept {
 // operations in flight cannot move, as those requests belong to the first thread.
 void IoUringBackend::ensure_owner() {
   if (!single_issuer_) return;
-  if (enabled_ && owner_ == std::this_thread::get_id()) [[likely]]
+  if (enabled_ && owner_tid_ == current_tid()) [[likely]]
     return;
   if (!enabled_) {
     enable();
@@ -247,7 +255,7 @@ void IoUringBackend::enable() {
   const int r = io_uring_register(ring_->ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
   if (r < 0) throw_os_error(-r, "io_uring_register(ENABLE_RINGS)");
   enabled_ = true;
-  owner_ = std::this_thread::get_id();
+  owner_tid_ = current_tid();
 }
 
 void IoUringBackend::rebind() {
@@ -276,6 +284,7 @@ io_uring_sqe* IoUringBackend::get_sqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(ring_);
   while (sqe == nullptr) {
     // The submission queue is full: hand it to the kernel now and take a fresh entry.
+    ++stats_.sq_full;
     flush_sq();
     sqe = io_uring_get_sqe(ring_);
   }
@@ -384,6 +393,7 @@ bool IoUringBackend::start(Operation& op) {
     op.state = OpState::completed;
     return true;
   }
+  ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
   scratch(op).phase = Phase::request;
   prepare(op, get_sqe());
   op.state = OpState::submitted;
@@ -465,10 +475,9 @@ void IoUringBackend::enter(core::Nanos timeout) {
       continue;
     }
     if (r == -EEXIST && single_issuer_) {
-      // The thread id matched but the kernel says another task owns the ring (a recycled
-      // thread id): treat it as a move to a new thread.
-      enabled_ = true;
-      owner_ = std::thread::id{};
+      // The kernel says another task owns the ring although the thread id matched (a
+      // recycled id): treat it as a move to a new thread.
+      owner_tid_ = 0;
       rebind();
       continue;
     }
@@ -490,6 +499,7 @@ void IoUringBackend::harvest() {
     // Completions the kernel could not fit are waiting in its overflow list: now that the
     // queue is empty, ask for them.
     ++stats_.enters;
+    ++stats_.cq_overflows;
     const int r = io_uring_get_events(ring_);
     if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
       throw_os_error(-r, "io_uring_enter(GETEVENTS)");
@@ -588,7 +598,7 @@ void IoUringBackend::finish(Operation& op, std::int64_t result) {
 void IoUringBackend::drain_for_exit() noexcept {
   shutting_down_ = true;
   if (ring_ == nullptr) return;
-  if (single_issuer_ && (!enabled_ || owner_ != std::this_thread::get_id())) return;
+  if (single_issuer_ && (!enabled_ || owner_tid_ != current_tid())) return;
   try {
     std::size_t ops = in_flight_;
     for (const Completion& c : pending_) {

@@ -17,7 +17,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "corio/core/backend.hpp"
@@ -49,8 +48,10 @@ class IoUringBackend {
 
   // Counters for tests and measurements.
   struct Stats {
-    std::uint64_t enters = 0;    // calls that enter the kernel (submit and/or wait)
-    std::uint64_t rebuilds = 0;  // rings rebuilt because the loop moved to another thread
+    std::uint64_t enters = 0;        // calls that enter the kernel (submit and/or wait)
+    std::uint64_t rebuilds = 0;      // rings rebuilt because the loop moved to another thread
+    std::uint64_t sq_full = 0;       // submissions forced early by a full submission queue
+    std::uint64_t cq_overflows = 0;  // completions fetched from the kernel's overflow list
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
@@ -110,7 +111,7 @@ class IoUringBackend {
   bool cancel_fd_ = false;
   bool wake_armed_ = false;
   bool shutting_down_ = false;
-  std::thread::id owner_;
+  int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
   int wake_fd_ = -1;
   std::uint64_t wake_buf_ = 0;  // the armed eventfd read lands here
   std::size_t in_flight_ = 0;
