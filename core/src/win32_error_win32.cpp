@@ -4,9 +4,11 @@
 
 #include "corio/core/win32_error.hpp"
 
-#include <windows.h>
+// clang-format off
 #include <winsock2.h>
+#include <windows.h>
 #include <winternl.h>
+// clang-format on
 
 #include <cerrno>
 
@@ -142,6 +144,8 @@ int errno_from_error(unsigned long code) noexcept {
       return ENOENT;
     case ERROR_CALL_NOT_IMPLEMENTED:
       return ENOSYS;
+    case ERROR_HANDLE_EOF:  // ReadFile at or past the end; callers turn it into a 0-byte read
+      return ENODATA;
     default:
       return EIO;
   }

@@ -68,6 +68,7 @@ struct Scratch {
     struct {
       INT from_length;  // WSARecvFrom writes the sender's length here on completion
       DWORD flags;      // WSARecv's in/out flags
+      bool advance;     // a file op at the current position: move the file pointer after
     } io;
     AfdPollInfo poll;  // input and output of IOCTL_AFD_POLL
   };
@@ -218,7 +219,20 @@ IocpBackend::~IocpBackend() {
 }
 
 const IocpBackend::HandleInfo* IocpBackend::associate(NativeHandle handle, int& error) {
-  if (auto it = handles_.find(handle); it != handles_.end()) return &it->second;
+  // Asked every time, not only for handles never seen: a handle closed behind the backend's
+  // back (closesocket instead of close()) leaves its number to the next socket, which Windows
+  // hands out again at once, and a stale "already associated" would make that socket's
+  // operations complete nowhere. Association fails with ERROR_INVALID_PARAMETER exactly when
+  // the handle already has a port: ours if we know it.
+  if (::CreateIoCompletionPort(handle_of(handle), static_cast<HANDLE>(port_), kOperationKey, 0) ==
+      nullptr) {
+    const DWORD e = ::GetLastError();
+    if (e == ERROR_INVALID_PARAMETER) {
+      if (auto it = handles_.find(handle); it != handles_.end()) return &it->second;
+    }
+    error = e == ERROR_INVALID_PARAMETER ? EINVAL : core::win32::errno_from_error(e);
+    return nullptr;
+  }
   HandleInfo info;
   WSAPROTOCOL_INFOW protocol{};
   int length = sizeof protocol;
@@ -233,11 +247,11 @@ const IocpBackend::HandleInfo* IocpBackend::associate(NativeHandle handle, int& 
     info.protocol = protocol.iProtocol;
     // A layered (non-IFS) provider may post a packet even on inline success.
     ifs = (protocol.dwServiceFlags1 & XP1_IFS_HANDLES) != 0;
-  }
-  if (::CreateIoCompletionPort(handle_of(handle), static_cast<HANDLE>(port_), kOperationKey, 0) ==
-      nullptr) {
-    error = core::win32::errno_from_error(::GetLastError());
-    return nullptr;
+  } else {
+    const DWORD type = ::GetFileType(handle_of(handle));
+    info.kind = type == FILE_TYPE_PIPE   ? Kind::pipe
+                : type == FILE_TYPE_DISK ? Kind::disk_file
+                                         : Kind::other;
   }
   if (ifs) {
     info.skip_on_success = ::SetFileCompletionNotificationModes(
@@ -252,7 +266,7 @@ const IocpBackend::HandleInfo* IocpBackend::associate(NativeHandle handle, int& 
     ::WSAIoctl(socket_of(handle), SIO_UDP_CONNRESET, &report, sizeof report, nullptr, 0, &bytes,
                nullptr, nullptr);
   }
-  return &handles_.emplace(handle, info).first->second;
+  return &handles_.insert_or_assign(handle, info).first->second;
 }
 
 std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint32_t& bytes) {
@@ -261,12 +275,20 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
   const SOCKET sock = socket_of(op.handle);
   DWORD moved = 0;
   std::int64_t r;
-  const bool socket = info.kind != Kind::file;
+  const bool socket = info.kind == Kind::stream_socket || info.kind == Kind::datagram_socket ||
+                      info.kind == Kind::other_socket;
   const int flags = op.flags & (MSG_OOB | MSG_PEEK | MSG_DONTROUTE | MSG_WAITALL);
   switch (op.code) {
     case OpCode::wait_readable:
     case OpCode::wait_writable: {
-      if (!socket) return -EOPNOTSUPP;  // pipes and files have no readiness on Windows
+      if (info.kind == Kind::pipe) {
+        // A pipe has no readiness query, but a zero-byte read waits for data (or EOF) and
+        // consumes nothing; there is no such trick for room to write, so that is "now".
+        if (op.code == OpCode::wait_writable) return 0;
+        r = win_outcome(::ReadFile(handle_of(op.handle), nullptr, 0, &moved, &s.overlapped));
+        break;
+      }
+      if (!socket) return -EOPNOTSUPP;  // files and consoles have no readiness on Windows
       s.poll.timeout.QuadPart = INT64_MAX;
       s.poll.handle_count = 1;
       s.poll.exclusive = FALSE;
@@ -391,9 +413,21 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
     case OpCode::write_at: {
       // offset ~0 means "wherever the stream is": pipes ignore the offset, and for a file
       // write 0xFFFFFFFF:0xFFFFFFFF means "append at the end".
-      const bool stream = op.offset == ~std::uint64_t{0};
-      const std::uint64_t offset =
-          stream ? (op.code == OpCode::read_at ? 0 : op.offset) : op.offset;
+      std::uint64_t offset = op.offset;
+      if (offset == ~std::uint64_t{0}) {
+        if (info.kind == Kind::disk_file) {
+          // Overlapped handles keep no position of their own: use the file pointer, and
+          // move it when the op completes, so reads and writes continue where they left.
+          LARGE_INTEGER zero{}, position{};
+          if (!::SetFilePointerEx(handle_of(op.handle), zero, &position, FILE_CURRENT)) {
+            return -core::win32::errno_from_error(::GetLastError());
+          }
+          offset = static_cast<std::uint64_t>(position.QuadPart);
+          s.io.advance = true;
+        } else {
+          offset = 0;  // pipes and devices ignore it
+        }
+      }
       s.overlapped.Offset = static_cast<DWORD>(offset);
       s.overlapped.OffsetHigh = static_cast<DWORD>(offset >> 32);
       const DWORD length = clamp_length(op.length);
@@ -417,6 +451,8 @@ void IocpBackend::conclude(Operation& op, int error, std::uint32_t bytes) {
   switch (op.code) {
     case OpCode::wait_readable:
     case OpCode::wait_writable:
+      // A pipe's zero-byte read fails once the writer is gone: that is readable (EOF).
+      if (error == EPIPE || error == ENODATA) error = 0;
       op.result = error == 0 ? 0 : -error;
       return;
     case OpCode::accept: {
@@ -482,6 +518,13 @@ void IocpBackend::conclude(Operation& op, int error, std::uint32_t bytes) {
       if (error == ENODATA || error == EPIPE) {
         error = 0;
         bytes = 0;
+      }
+      [[fallthrough]];
+    case OpCode::write_at:
+      if (error == 0 && s.io.advance && bytes > 0) {
+        LARGE_INTEGER delta{};
+        delta.QuadPart = bytes;
+        ::SetFilePointerEx(handle_of(op.handle), delta, nullptr, FILE_CURRENT);
       }
       break;
     default:
@@ -584,7 +627,9 @@ void IocpBackend::close(NativeHandle handle) {
   if (handle == core::kInvalidHandle) return;
   bool socket;
   if (auto it = handles_.find(handle); it != handles_.end()) {
-    socket = it->second.kind != Kind::file;
+    const Kind kind = it->second.kind;
+    socket =
+        kind == Kind::stream_socket || kind == Kind::datagram_socket || kind == Kind::other_socket;
     handles_.erase(it);
   } else {
     int type = 0;

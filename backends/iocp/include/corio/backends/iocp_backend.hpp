@@ -4,8 +4,11 @@
 // backend_scratch, so the pointer GetQueuedCompletionStatusEx returns IS the Operation.
 // wait_readable / wait_writable are readiness polls (IOCTL_AFD_POLL, what select() itself
 // is built on), so they work on listening and datagram sockets and never consume data.
-// Handles are associated with the port once, with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS when
-// the provider allows it: then a call that succeeds at once completes inline (start() true).
+// Handles are associated with the port on first use, with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+// when the provider allows it: then a call that succeeds at once completes inline (start()
+// true). Every start() re-asks CreateIoCompletionPort (it fails cheaply when the handle is
+// already ours), because Windows reuses a handle number at once and a handle closed behind
+// the backend's back must not leave its successor unassociated.
 // Cross-thread wake-up: PostQueuedCompletionStatus with a null OVERLAPPED.
 //
 // It must never call into the runtime (it only moves Operations and calls on_complete), never
@@ -50,9 +53,16 @@ class IocpBackend {
 
  private:
   // What the backend learned about a handle when it first saw it.
-  enum class Kind : std::uint8_t { stream_socket, datagram_socket, other_socket, file };
+  enum class Kind : std::uint8_t {
+    stream_socket,
+    datagram_socket,
+    other_socket,
+    pipe,
+    disk_file,
+    other
+  };
   struct HandleInfo {
-    Kind kind = Kind::file;
+    Kind kind = Kind::other;
     bool skip_on_success = false;  // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is set
     int family = 0;
     int type = 0;
