@@ -114,20 +114,25 @@ void fire_timer_handle(core::TimerNode* node) {
 
 Handle EventLoop::call_soon(Callback callback) {
   check_open();
-  auto* state = new detail::HandleState;
-  state->loop = this;
-  state->callback = std::move(callback);
+  auto* state = new detail::HandleState(this, std::move(callback), false);
   state->add_ref();
   ready_.push({&run_handle, state});
   return Handle(state);
 }
 
 TimerHandle EventLoop::call_at(double when, Callback callback) {
+  return schedule_timer(core::from_seconds(when), std::move(callback));
+}
+
+TimerHandle EventLoop::call_later(double delay, Callback callback) {
+  const core::Nanos offset = delay > 0 ? core::from_seconds(delay) : 0;
+  return schedule_timer(core::saturating_add(now_ns(), offset), std::move(callback));
+}
+
+TimerHandle EventLoop::schedule_timer(core::Nanos deadline, Callback callback) {
   check_open();
-  auto* state = new detail::HandleState;
-  state->loop = this;
-  state->callback = std::move(callback);
-  state->timer.deadline = core::from_seconds(when);
+  auto* state = new detail::HandleState(this, std::move(callback), false);
+  state->timer.deadline = deadline;
   state->timer.fire = &fire_timer_handle;
   state->timer.context = state;
   state->add_ref();
@@ -135,15 +140,8 @@ TimerHandle EventLoop::call_at(double when, Callback callback) {
   return TimerHandle(state);
 }
 
-TimerHandle EventLoop::call_later(double delay, Callback callback) {
-  const core::Nanos offset = delay > 0 ? core::from_seconds(delay) : 0;
-  return call_at(core::to_seconds(core::saturating_add(now_ns(), offset)), std::move(callback));
-}
-
 Handle EventLoop::call_soon_threadsafe(Callback callback) {
-  auto* state = new detail::HandleState;
-  state->loop = this;
-  state->callback = std::move(callback);
+  auto* state = new detail::HandleState(this, std::move(callback), true);
   state->add_ref();
   {
     absl::MutexLock lock(&threadsafe_mutex_);
@@ -184,7 +182,8 @@ void EventLoop::run_once() {
   }
   core::Nanos timeout = next_timeout();
   const bool jump = options_.virtual_time && timeout > 0 && !timers_.empty() &&
-                    backend_.in_flight() == 0 && external_work_.load(std::memory_order_acquire) == 0;
+                    backend_.in_flight() == background_io_ &&
+                    external_work_.load(std::memory_order_acquire) == 0;
   // With work already ready, polling the backend (a syscall on epoll) is skipped for a
   // bounded number of iterations: I/O is still polled at least every kPollInterval
   // iterations, so a task that keeps yielding cannot starve it.
@@ -197,11 +196,13 @@ void EventLoop::run_once() {
     // Nothing can happen before the next timer: let virtual time reach it.
     if (jump || backend_.in_flight() > 0) virtual_now_ = std::max(virtual_now_, timers_.top()->deadline);
   }
-  const core::Nanos now = now_ns();
-  while (core::TimerNode* next = timers_.top()) {
-    if (next->deadline > now) break;
-    timers_.pop();
-    next->fire(next);
+  if (!timers_.empty()) {  // reading the clock costs a vDSO call: only when a timer is armed
+    const core::Nanos now = now_ns();
+    while (core::TimerNode* next = timers_.top()) {
+      if (next->deadline > now) break;
+      timers_.pop();
+      next->fire(next);
+    }
   }
   run_ready(ready_.size());
 }

@@ -19,8 +19,7 @@ FutureBase::~FutureBase() {
   }
 }
 
-void FutureBase::report_unretrieved_exception(const std::string& task_name) noexcept {
-  if (state_ != State::finished || !exception_ || exception_retrieved_) return;
+void FutureBase::report_unretrieved(const std::string& task_name) noexcept {
   exception_retrieved_ = true;
   ExceptionContext context{is_task_ ? "Task exception was never retrieved"
                                     : "Future exception was never retrieved",
@@ -77,23 +76,23 @@ void FutureBase::check_result() {
 
 void FutureBase::finish(State state) {
   state_ = state;
-  if (callbacks_.empty()) return;
-  auto callbacks = std::move(callbacks_);
-  callbacks_.clear();
   if (loop_ == nullptr) return;
+  // Callbacks are only scheduled here, never run, so nothing can add to these lists while
+  // they are walked.
+  for (const core::ReadyItem& waiter : waiters_) loop_->post(waiter);
+  waiters_.clear();
+  if (callbacks_.empty()) return;
+  std::vector<DoneCallback> callbacks = std::move(callbacks_);
+  callbacks_.clear();
   for (DoneCallback& entry : callbacks) {
-    if (entry.waiter.run != nullptr) {
-      loop_->post(entry.waiter);
-    } else {
-      add_ref();
-      loop_->call_soon([self = this, callback = std::move(entry.callback)]() mutable {
-        struct Release {
-          FutureBase* f;
-          ~Release() { f->release(); }
-        } release{self};
-        callback(*self);
-      });
-    }
+    add_ref();
+    loop_->call_soon([self = this, callback = std::move(entry.callback)]() mutable {
+      struct Release {
+        FutureBase* f;
+        ~Release() { f->release(); }
+      } release{self};
+      callback(*self);
+    });
   }
 }
 
@@ -110,7 +109,7 @@ std::uint64_t FutureBase::add_done_callback(absl::AnyInvocable<void(FutureBase&)
     });
     return id;
   }
-  callbacks_.push_back(DoneCallback{{}, std::move(callback), id});
+  callbacks_.push_back(DoneCallback{std::move(callback), id});
   return id;
 }
 
@@ -127,13 +126,13 @@ void FutureBase::add_waiter(core::ReadyItem item) {
     loop().post(item);
     return;
   }
-  callbacks_.push_back(DoneCallback{item, {}, 0});
+  waiters_.push_back(item);
 }
 
 bool FutureBase::remove_waiter(core::ReadyItem item) noexcept {
-  for (auto it = callbacks_.begin(); it != callbacks_.end(); ++it) {
-    if (it->waiter.run == item.run && it->waiter.arg == item.arg) {
-      callbacks_.erase(it);
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->run == item.run && it->arg == item.arg) {
+      waiters_.erase(it);
       return true;
     }
   }

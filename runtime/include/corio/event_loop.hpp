@@ -114,6 +114,10 @@ class EventLoop {
   // call_soon_threadsafe. While any is pending, virtual time does not jump.
   void add_external_work() noexcept { external_work_.fetch_add(1, std::memory_order_relaxed); }
   void remove_external_work() noexcept { external_work_.fetch_sub(1, std::memory_order_relaxed); }
+  // Backend operations that stay in flight only to hear from the outside world (the read of
+  // the signal pipe): they must not keep virtual time from jumping. Loop thread only.
+  void add_background_io() noexcept { ++background_io_; }
+  void remove_background_io() noexcept { --background_io_; }
   // Raises RuntimeError when the loop is closed.
   void check_open() const;
   // Runs a callback when the loop closes (executors, async generators register here).
@@ -132,6 +136,7 @@ class EventLoop {
   friend class detail::FutureBase;
 
   core::Nanos next_timeout() const noexcept;
+  TimerHandle schedule_timer(core::Nanos deadline, Callback callback);
   // Runs the loop until `future` is done (run_until_complete without the result).
   void run_until_done(detail::FutureBase& future);
   void run_ready(std::size_t count);
@@ -162,6 +167,7 @@ class EventLoop {
   std::vector<detail::HandleState*> threadsafe_swap_;
   std::atomic<bool> threadsafe_pending_{false};
   std::atomic<int> external_work_{0};
+  std::size_t background_io_ = 0;
 
   friend std::vector<AnyTask> all_tasks(EventLoop&);
 };

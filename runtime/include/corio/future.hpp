@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "corio/core/errors.hpp"
 #include "corio/core/ready_queue.hpp"
@@ -71,7 +72,9 @@ class FutureBase {
   void finish(State state);
   void ensure_pending(const char* operation) const;
   // Reports an exception nobody looked at (once); called by the most derived destructor.
-  void report_unretrieved_exception(const std::string& task_name) noexcept;
+  void report_unretrieved_exception(const std::string& task_name) noexcept {
+    if (state_ == State::finished && exception_ && !exception_retrieved_) report_unretrieved(task_name);
+  }
 
   EventLoop* loop_;
   State state_ = State::pending;
@@ -85,11 +88,14 @@ class FutureBase {
   friend class corio::EventLoop;
   friend struct FutureAccess;
   struct DoneCallback {
-    core::ReadyItem waiter;                             // runtime waiters
-    absl::AnyInvocable<void(FutureBase&)> callback;     // user callbacks
+    absl::AnyInvocable<void(FutureBase&)> callback;
     std::uint64_t id = 0;
   };
-  absl::InlinedVector<DoneCallback, 1> callbacks_;
+  void report_unretrieved(const std::string& task_name) noexcept;
+  // Runtime waiters (awaiting tasks) are plain ready-queue items, kept apart from user
+  // callbacks so the common path touches nothing heavier than 16 bytes.
+  absl::InlinedVector<core::ReadyItem, 1> waiters_;
+  std::vector<DoneCallback> callbacks_;
   std::uint64_t next_callback_id_ = 1;
   FutureBase* prev_live_ = nullptr;  // every live future of the loop, so ~EventLoop can
   FutureBase* next_live_ = nullptr;  // detach them and they never touch a dead loop
