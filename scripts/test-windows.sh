@@ -52,10 +52,20 @@ cmake -S "$repo" -B "$build" -G Ninja \
 # ctest reads CTestCustom.cmake from the top of the build tree: the exclusions live there.
 printf 'include("%s")\n' "$repo/tests/windows-exclusions.cmake" >"$build/CTestCustom.cmake"
 
-# 4. Build everything (tests, examples).
+# 4. Build everything (tests, examples). Keep going past a target that fails to build, so
+# the rest still runs; ctest then lists that target as <name>_NOT_BUILT, and we fail below.
 log "building with $jobs jobs"
-cmake --build "$build" -j"$jobs"
+build_ok=1
+cmake --build "$build" -j"$jobs" -- -k 0 || build_ok=0
 
 # 5. Run. Wine stays warm between tests (scripts/wine-run.sh keeps wineserver alive).
 log "running ctest under wine"
-ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
+test_ok=1
+ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@" || test_ok=0
+
+if [ "$build_ok" = 0 ]; then
+    log "FAILED: some targets did not build (see the compiler errors above)"
+    exit 1
+fi
+[ "$test_ok" = 1 ] || exit 1
+log "all tests passed"
