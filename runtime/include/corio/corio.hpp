@@ -13,6 +13,8 @@
 #include "corio/as_completed.hpp"
 #include "corio/exception_group.hpp"
 #include "corio/shield.hpp"
+#include "corio/signals.hpp"
+#include "corio/subprocess.hpp"
 #include "corio/task_group.hpp"
 #include "corio/timeouts.hpp"
 #include "corio/wait.hpp"

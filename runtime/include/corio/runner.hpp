@@ -10,6 +10,7 @@
 
 #include "corio/coro.hpp"
 #include "corio/event_loop.hpp"
+#include "corio/signals.hpp"
 #include "corio/task.hpp"
 
 namespace corio {
@@ -30,11 +31,23 @@ class Runner {
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
 
-  // Runs `coro` as the main task until it completes; returns its result.
+  // Runs `coro` as the main task until it completes; returns its result. As asyncio.Runner,
+  // Ctrl-C (SIGINT, when the program left it at its default) cancels the main task, and the
+  // run then ends with KeyboardInterrupt.
   template <class T>
   T run(Coro<T> coro) {
     prepare_run();
-    return loop_->run_until_complete(std::move(coro));
+    Task<T> task = loop_->create_task(std::move(coro));
+    detail::RunnerInterrupt interrupt(*loop_, task);
+    try {
+      return loop_->run_until_complete(task);
+    } catch (const CancelledError&) {
+      if (interrupt.count() > 0 && task.uncancel() == 0) throw KeyboardInterrupt();
+      throw;
+    } catch (const RuntimeError&) {
+      if (interrupt.count() > 1) throw KeyboardInterrupt();  // a second Ctrl-C stopped the loop
+      throw;
+    }
   }
 
   void close();
