@@ -6,6 +6,7 @@
 #pragma once
 
 #include <coroutine>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <source_location>
@@ -53,7 +54,8 @@ struct Trampoline {
 };
 
 struct PromiseBase {
-  explicit PromiseBase(const char* function) noexcept : function(function) {}
+  explicit PromiseBase(const std::source_location& where) noexcept
+      : function(where.function_name()), file(where.file_name()), line(where.line()) {}
 
   struct InitialAwaiter {
     PromiseBase* promise;
@@ -85,14 +87,16 @@ struct PromiseBase {
   PromiseBase* parent = nullptr;   // the coroutine awaiting this one (for call graphs)
   PromiseBase* child = nullptr;    // the coroutine this one awaits
   std::exception_ptr exception;
-  const char* function;
+  const char* function;  // where the coroutine is defined, for warnings and call graphs
+  const char* file;
+  std::uint_least32_t line;
   bool started = false;
 };
 
 template <class T>
 struct Promise : PromiseBase {
   explicit Promise(std::source_location where = std::source_location::current()) noexcept
-      : PromiseBase(where.function_name()) {}
+      : PromiseBase(where) {}
   Coro<T> get_return_object() noexcept;
   template <class U = T>
     requires std::is_convertible_v<U&&, T>
@@ -105,7 +109,7 @@ struct Promise : PromiseBase {
 template <>
 struct Promise<void> : PromiseBase {
   explicit Promise(std::source_location where = std::source_location::current()) noexcept
-      : PromiseBase(where.function_name()) {}
+      : PromiseBase(where) {}
   Coro<void> get_return_object() noexcept;
   void return_void() noexcept {}
 };

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "corio/coro.hpp"
+#include "corio/detail/await_result.hpp"
 #include "corio/detail/suspension.hpp"
 #include "corio/event_loop.hpp"
 #include "corio/future.hpp"
@@ -16,21 +17,9 @@
 
 namespace corio::detail {
 
-// The awaiter `co_await a` would use (for the result type only; never evaluated).
+// What `co_await std::move(a)` evaluates to (awaiter_of lives in await_result.hpp).
 template <class A>
-decltype(auto) awaiter_of(A&& a) {
-  if constexpr (requires { std::forward<A>(a).operator co_await(); }) {
-    return std::forward<A>(a).operator co_await();
-  } else if constexpr (requires { operator co_await(std::forward<A>(a)); }) {
-    return operator co_await(std::forward<A>(a));
-  } else {
-    return std::forward<A>(a);
-  }
-}
-
-// What `co_await std::move(a)` evaluates to.
-template <class A>
-using await_result_t = decltype(awaiter_of(std::declval<A>()).await_resume());
+using await_result_t = AwaitResultOf<A>;
 
 template <class A>
 struct IsFuture : std::false_type {};
