@@ -19,3 +19,5 @@
 #include "corio/timeouts.hpp"
 #include "corio/wait.hpp"
 #include "corio/wait_for.hpp"
+#include "corio/locks.hpp"
+#include "corio/queues.hpp"
