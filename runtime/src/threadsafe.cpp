@@ -1,0 +1,126 @@
+// ConcurrentFuture's shared state: waiting with timeouts, cancellation from any thread, and
+// done-callbacks. The task pointer is only read on the loop's thread, from callbacks posted
+// through the loop's LoopLink; everything else is guarded by the state's mutex.
+#include "corio/threadsafe.hpp"
+
+#include <absl/time/clock.h>
+#include <absl/time/time.h>
+
+#include <cerrno>
+
+namespace corio::detail {
+
+bool ConcurrentStateBase::done() const {
+  absl::MutexLock lock(&mutex_);
+  return status_ != Status::pending;
+}
+
+bool ConcurrentStateBase::cancelled() const {
+  absl::MutexLock lock(&mutex_);
+  return status_ == Status::cancelled;
+}
+
+bool ConcurrentStateBase::cancel() {
+  std::shared_ptr<LoopLink> link;
+  std::vector<absl::AnyInvocable<void()>> callbacks;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (status_ == Status::cancelled) return true;
+    if (status_ == Status::finished) return false;
+    status_ = Status::cancelled;
+    callbacks.swap(callbacks_);
+    done_cv_.SignalAll();
+    link = link_;
+    if (!link) cancel_unposted_ = true;  // attach() will cancel the task when it exists
+  }
+  run_callbacks(callbacks);
+  if (link) {
+    link->post([self = shared_from_this()] {
+      if (self->task_ != nullptr) self->task_->cancel();
+    });
+  }
+  return true;
+}
+
+bool ConcurrentStateBase::wait(std::optional<double> timeout) const {
+  absl::MutexLock lock(&mutex_);
+  if (!timeout) {
+    while (status_ == Status::pending) done_cv_.Wait(&mutex_);
+    return true;
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(*timeout > 0 ? *timeout : 0);
+  while (status_ == Status::pending) {
+    if (done_cv_.WaitWithDeadline(&mutex_, deadline)) break;  // timed out
+  }
+  return status_ != Status::pending;
+}
+
+void ConcurrentStateBase::wait_for_value(std::optional<double> timeout) const {
+  if (!wait(timeout)) throw TimeoutError(ETIMEDOUT, "the future did not complete in time");
+  mutex_.Lock();
+  if (status_ == Status::cancelled) {
+    mutex_.Unlock();
+    throw CancelledError();
+  }
+  if (error_) {
+    std::exception_ptr error = error_;
+    mutex_.Unlock();
+    std::rethrow_exception(error);
+  }
+}
+
+std::exception_ptr ConcurrentStateBase::exception(std::optional<double> timeout) const {
+  if (!wait(timeout)) throw TimeoutError(ETIMEDOUT, "the future did not complete in time");
+  absl::MutexLock lock(&mutex_);
+  if (status_ == Status::cancelled) throw CancelledError();
+  return error_;
+}
+
+void ConcurrentStateBase::add_done_callback(absl::AnyInvocable<void()> callback) {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (status_ == Status::pending) {
+      callbacks_.push_back(std::move(callback));
+      return;
+    }
+  }
+  std::vector<absl::AnyInvocable<void()>> now;
+  now.push_back(std::move(callback));
+  run_callbacks(now);
+}
+
+void ConcurrentStateBase::run_callbacks(std::vector<absl::AnyInvocable<void()>>& callbacks) {
+  for (auto& callback : callbacks) {
+    try {
+      callback();
+    } catch (...) {
+      EventLoop::default_exception_handler(
+          {"exception calling a ConcurrentFuture's done callback", std::current_exception(), {}});
+    }
+  }
+  callbacks.clear();
+}
+
+bool ConcurrentStateBase::attach(std::shared_ptr<LoopLink> link, TaskBase* task) {
+  task_ = task;
+  absl::MutexLock lock(&mutex_);
+  link_ = std::move(link);
+  return std::exchange(cancel_unposted_, false);
+}
+
+void ConcurrentStateBase::set_exception(std::exception_ptr error) {
+  complete(Status::finished, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { error_ = std::move(error); });
+}
+
+void ConcurrentStateBase::set_cancelled() {
+  complete(Status::cancelled, [] {});
+}
+
+ScheduleGuard::~ScheduleGuard() {
+  if (state_) {
+    state_->set_exception(std::make_exception_ptr(
+        RuntimeError("the event loop closed before the coroutine could be scheduled")));
+  }
+}
+
+}  // namespace corio::detail
