@@ -9,6 +9,7 @@
 #include <corio/task_group.hpp>
 #include <corio/timeouts.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,12 +52,12 @@ Coro<int> sleeper(double delay, std::string name, std::vector<std::string>& log)
 TEST(TaskGroup, SeedSayAfterFinishesInTwoSeconds) {
   auto main = []() -> Coro<std::vector<std::string>> {
     std::vector<std::string> log;
-    log.push_back(at("started"));
     co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
       tg.create_task(say_after(1, "hello", log));
       tg.create_task(say_after(2, "world", log));
+      log.push_back(at("started"));
       co_return;
-    });
+    });  // the implicit await at the end of `async with`
     log.push_back(at("finished"));
     co_return log;
   };
@@ -84,10 +85,10 @@ TEST(TaskGroup, ReturnsTheBodyValueAndChildResults) {
 
 TEST(TaskGroup, EmptyGroupDoesNotSuspend) {
   auto main = []() -> Coro<int> {
-    int steps = 0;
-    get_running_loop().call_soon([&] { ++steps; });
+    auto steps = std::make_shared<int>(0);
+    get_running_loop().call_soon([steps] { ++*steps; });
     co_await TaskGroup::run([](TaskGroup&) -> Coro<void> { co_return; });
-    co_return steps;
+    co_return *steps;
   };
   EXPECT_EQ(run(main(), virtual_time()), 0);
 }
@@ -317,13 +318,15 @@ TEST(TaskGroup, CreateTaskRefusedWhileShuttingDown) {
 TEST(TaskGroup, ChildrenCanAddChildrenWhileTheGroupWaits) {
   auto main = []() -> Coro<std::vector<std::string>> {
     std::vector<std::string> log;
+    // A coroutine lambda's captures live in the closure, which must outlive the child: it is
+    // declared here, not inside the body that returns before the child runs.
+    auto spawner = [&](TaskGroup& tg) -> Coro<void> {
+      co_await sleep(1);
+      tg.create_task(say_after(2, "grandchild", log));
+      log.push_back(at("spawned"));
+    };
     co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
-      auto spawner = [&]() -> Coro<void> {
-        co_await sleep(1);
-        tg.create_task(say_after(2, "grandchild", log));
-        log.push_back(at("spawned"));
-      };
-      tg.create_task(spawner());
+      tg.create_task(spawner(tg));
       co_return;
     });
     log.push_back(at("exit"));

@@ -41,8 +41,7 @@ std::vector<Task<int>> spawn(D... delays) {
 
 TEST(Wait, AllCompleted) {
   auto main = []() -> Coro<void> {
-    auto result = co_await wait(spawn(1, 3, 2));
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(spawn(1, 3, 2));
     EXPECT_EQ(done.size(), 3u);
     EXPECT_TRUE(pending.empty());
     EXPECT_DOUBLE_EQ(now(), 3.0);
@@ -54,8 +53,7 @@ TEST(Wait, AllCompleted) {
 TEST(Wait, FirstCompletedLeavesTheRestRunning) {
   auto main = []() -> Coro<void> {
     std::vector<Task<int>> tasks = spawn(2, 1, 3);
-    auto result = co_await wait(tasks, FIRST_COMPLETED);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks, FIRST_COMPLETED);
     EXPECT_DOUBLE_EQ(now(), 1.0);
     EXPECT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].result(), 1);
@@ -71,8 +69,7 @@ TEST(Wait, FirstException) {
   auto main = []() -> Coro<void> {
     std::vector<Task<int>> tasks{create_task(value_after(1, 0)), create_task(fail_after(2, "x")),
                                  create_task(value_after(3, 2))};
-    auto result = co_await wait(tasks, no_deadline, FIRST_EXCEPTION);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks, no_deadline, FIRST_EXCEPTION);
     EXPECT_DOUBLE_EQ(now(), 2.0);
     EXPECT_EQ(done.size(), 2u);
     EXPECT_EQ(pending.size(), 1u);
@@ -86,8 +83,7 @@ TEST(Wait, FirstExceptionWithoutErrorsWaitsForAllAndIgnoresCancellations) {
   auto main = []() -> Coro<void> {
     std::vector<Task<int>> tasks = spawn(1, 2, 5);
     tasks[1].cancel();
-    auto result = co_await wait(tasks, FIRST_EXCEPTION);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks, FIRST_EXCEPTION);
     EXPECT_DOUBLE_EQ(now(), 5.0);
     EXPECT_EQ(done.size(), 3u);
     EXPECT_TRUE(pending.empty());
@@ -98,8 +94,7 @@ TEST(Wait, FirstExceptionWithoutErrorsWaitsForAllAndIgnoresCancellations) {
 TEST(Wait, TimeoutReturnsWithoutCancellingOrRaising) {
   auto main = []() -> Coro<void> {
     std::vector<Task<int>> tasks = spawn(1, 5, 7);
-    auto result = co_await wait(tasks, 2.0);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks, 2.0);
     EXPECT_DOUBLE_EQ(now(), 2.0);
     EXPECT_EQ(done.size(), 1u);
     EXPECT_EQ(pending.size(), 2u);
@@ -117,8 +112,7 @@ TEST(Wait, AlreadyDoneStillYieldsOnce) {
     bool other_ran = false;
     get_running_loop().call_soon([&] { other_ran = true; });
     std::vector<Future<int>> futures{f};
-    auto result = co_await wait(futures);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(futures);
     EXPECT_TRUE(other_ran);
     EXPECT_EQ(done.size(), 1u);
   };
@@ -129,8 +123,7 @@ TEST(Wait, DuplicatesCountOnce) {
   auto main = []() -> Coro<void> {
     Task<int> t = create_task(value_after(1, 1));
     std::vector<Task<int>> tasks{t, t, t};
-    auto result = co_await wait(tasks);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks);
     EXPECT_EQ(done.size(), 1u);
     EXPECT_TRUE(pending.empty());
   };
@@ -152,8 +145,7 @@ TEST(Wait, AnyTasksOfDifferentTypes) {
       co_return "s";
     };
     std::vector<AnyTask> tasks{create_task(value_after(1, 1)), create_task(text())};
-    auto result = co_await wait(tasks, FIRST_COMPLETED);
-    auto& [done, pending] = result;
+    auto [done, pending] = co_await wait(tasks, FIRST_COMPLETED);
     EXPECT_EQ(done.size(), 1u);
     EXPECT_EQ(pending.size(), 1u);
     EXPECT_EQ(done[0], tasks[0]);
