@@ -129,6 +129,59 @@ TEST(IoUringBackend, StartNeverAnswersInlineEvenWhenDataIsWaiting) {
   EXPECT_EQ(op.result, 4);
 }
 
+// cancel() enters the kernel at once, so a request parked on readiness is finished (and its
+// buffers released by the kernel) before cancel() returns, whether it was already submitted
+// or still queued in this iteration.
+TEST(IoUringBackend, CancelFinishesParkedRequestsBeforeReturning) {
+  IoUringBackend backend;
+  auto [a, b] = stream_pair();
+  char buf[8] = {};
+  TestOp submitted(OpCode::recv, a.get());
+  submitted.buffer = buf;
+  submitted.length = sizeof buf;
+  backend.start(submitted);
+  backend.wait(0);
+  TestOp queued(OpCode::wait_readable, a.get());
+  backend.start(queued);  // not yet seen by the kernel
+  backend.cancel(submitted);
+  EXPECT_EQ(submitted.completions, 1);
+  EXPECT_EQ(submitted.state, OpState::cancelled);
+  backend.cancel(queued);
+  EXPECT_EQ(queued.completions, 1);
+  EXPECT_EQ(queued.state, OpState::cancelled);
+  EXPECT_EQ(backend.in_flight(), 0u);
+
+  // A completion that arrived but was not collected yet wins: cancel() reports the data.
+  TestOp racing(OpCode::recv, a.get());
+  racing.buffer = buf;
+  racing.length = sizeof buf;
+  backend.start(racing);
+  backend.wait(0);
+  write_all(b.get(), "won");
+  backend.cancel(racing);
+  EXPECT_EQ(racing.completions, 1);
+  if (racing.state == OpState::completed) {
+    EXPECT_EQ(racing.result, 3);
+  } else {
+    char left[8];
+    EXPECT_EQ(::read(a.get(), left, sizeof left), 3);
+  }
+
+  // close() settles every operation on the handle the same way.
+  TestOp r1(OpCode::recv, a.get()), r2(OpCode::wait_readable, a.get());
+  r1.buffer = buf;
+  r1.length = sizeof buf;
+  backend.start(r1);
+  backend.wait(0);
+  backend.start(r2);
+  backend.close(a.release());
+  EXPECT_EQ(r1.completions, 1);
+  EXPECT_EQ(r2.completions, 1);
+  EXPECT_EQ(r1.state, OpState::cancelled);
+  EXPECT_EQ(r2.state, OpState::cancelled);
+  EXPECT_EQ(backend.in_flight(), 0u);
+}
+
 TEST(IoUringBackend, InvalidHandleIsAnsweredWithoutTheKernel) {
   IoUringBackend backend;
   const auto enters = backend.stats().enters;

@@ -47,6 +47,10 @@ constexpr std::uint64_t kTagMask = 7;
 // Larger reads and writes come back short, as read(2) does for MAX_RW_COUNT.
 constexpr std::size_t kMaxIo = 0x7ffff000;
 
+constexpr core::Nanos kMs = 1'000'000;
+// How long cancel()/close() wait for a request the kernel is busy executing.
+constexpr core::Nanos kSettleGrace = 50 * kMs;
+
 // Where an operation is in its small state machine. A request normally completes in one go;
 // if the kernel answers -EAGAIN (a non-blocking file on kernels that do not poll-arm it) the
 // operation polls first and then retries, like a readiness backend would.
@@ -407,11 +411,14 @@ void IoUringBackend::resubmit(Operation& op) {
 }
 
 void IoUringBackend::cancel(Operation& op) {
-  if (op.state != OpState::submitted) return;
-  op.state = OpState::cancel_requested;
-  io_uring_sqe* sqe = get_sqe();
-  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
-  io_uring_sqe_set_data64(sqe, kIgnoreToken);
+  if (!op.in_flight()) return;
+  if (op.state == OpState::submitted) {
+    op.state = OpState::cancel_requested;
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
+    io_uring_sqe_set_data64(sqe, kIgnoreToken);
+  }
+  settle(&op, -1);
 }
 
 void IoUringBackend::close(core::NativeHandle handle) {
@@ -435,11 +442,38 @@ void IoUringBackend::close(core::NativeHandle handle) {
       io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
       io_uring_sqe_set_data64(sqe, kIgnoreToken);
     }
-    // The kernel resolves descriptors when it takes the entries: submit the operations still
-    // queued for this fd, and the cancellations, while the number still names this file.
-    flush_sq();
+    // The kernel resolves descriptors when it takes the entries, so this submits while the
+    // number still names this file: the operations still queued for it, then the cancels.
+    settle(nullptr, fd);
   }
   ::close(fd);
+}
+
+// Finishes the operations being cancelled (`only`, or every one on `fd`) before returning
+// whenever the kernel lets go of them at once, as it does for every request parked on
+// readiness (sockets, pipes, polls): one kernel entry submits the cancels and runs the
+// completion work. So on_complete runs inside cancel()/close(), as on a readiness backend,
+// and an owner tearing down a suspended frame does not leave the kernel holding its buffers.
+// A request the kernel is executing (a file read in progress) gets a short grace period,
+// then reports from wait() like any completion. Other completions stay queued for wait().
+void IoUringBackend::settle(Operation* only, int fd) {
+  const core::Nanos deadline = core::monotonic_now() + kSettleGrace;
+  for (core::Nanos slice = 0;; slice = kMs) {
+    enter(slice);
+    harvest();
+    for (Completion& c : pending_) {
+      if ((c.user_data & kTagMask) != 0) continue;
+      auto* op = reinterpret_cast<Operation*>(c.user_data);
+      const bool target =
+          only != nullptr ? op == only : op->handle == fd && op->state == OpState::cancel_requested;
+      if (!target) continue;
+      c.user_data = kIgnoreToken;  // consumed here, not by the next dispatch
+      complete(*op, c.res);
+    }
+    const bool done =
+        only != nullptr ? !only->in_flight() : fd_heads_[static_cast<std::size_t>(fd)] == nullptr;
+    if (done || core::monotonic_now() >= deadline) return;
+  }
 }
 
 void IoUringBackend::wake() noexcept {

@@ -64,14 +64,17 @@ class IoUringBackend {
 
   // Always false (submitted) except for an invalid handle, answered without the kernel.
   bool start(core::Operation& op);
-  // Queues an IORING_OP_ASYNC_CANCEL; on_complete arrives from a later wait(), with
-  // -ECANCELED (state cancelled) or, if the operation won the race, its real result.
+  // Sends an IORING_OP_ASYNC_CANCEL and enters the kernel at once, so that on_complete has
+  // run (-ECANCELED, state cancelled; or the real result if the operation won the race)
+  // when cancel() returns, for every request the kernel can drop immediately: anything
+  // waiting on readiness. A request the kernel is busy executing (a file read in progress)
+  // reports from a later wait(). One syscall per cancel buys epoll's synchronous behaviour.
   void cancel(core::Operation& op);
   std::size_t wait(core::Nanos timeout);
   void wake() noexcept;
   std::size_t in_flight() const { return in_flight_; }
-  // Cancels every operation on handle (their on_complete comes from a later wait()) and
-  // closes it at once: in-flight requests hold their own reference to the file.
+  // Cancels every operation on handle (synchronously, as cancel() does) and closes it at
+  // once: a request still running holds its own reference to the file.
   void close(core::NativeHandle handle);
 
   TaskRunMode mode() const noexcept { return mode_; }
@@ -101,6 +104,7 @@ class IoUringBackend {
   void finish(core::Operation& op, std::int64_t result);
   void link(core::Operation& op);
   void unlink(core::Operation& op);
+  void settle(core::Operation* only, int fd);
   void drain_for_exit() noexcept;
 
   ::io_uring* ring_ = nullptr;
