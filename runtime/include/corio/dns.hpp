@@ -1,6 +1,6 @@
 // Name resolution: the twins of loop.getaddrinfo() and loop.getnameinfo().
-// The blocking resolver runs on a small pool of worker threads owned by this module; while a
-// lookup runs, the loop counts it as external work (so virtual time does not jump over it).
+// The blocking resolver runs on the loop's default executor (executor.hpp), as in asyncio;
+// while a lookup runs, the loop counts it as external work (virtual time does not jump).
 // Cancelling a lookup returns control at once; the thread finishes in the background and
 // its answer is dropped. Failures raise GaiError (error_number() is the EAI_* code) or
 // OSError. It must never block the loop's thread.
