@@ -455,6 +455,58 @@ TEST(TaskGroup, ManyChildren) {
   EXPECT_EQ(run(main(), virtual_time()), 999L * 1000 / 2);
 }
 
+TEST(TaskGroup, RepeatedCancellationWhileChildrenCleanUp) {
+  auto main = []() -> Coro<void> {
+    std::vector<std::string> log;
+    auto slow_cleanup = [&]() -> Coro<void> {
+      bool cancelled = false;
+      try {
+        co_await sleep(100);
+      } catch (const CancelledError&) {
+        cancelled = true;
+      }
+      if (cancelled) {
+        co_await sleep(2);  // takes a while to stop
+        log.push_back(at("child stopped"));
+      }
+    };
+    auto parent = [&]() -> Coro<void> {
+      co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
+        tg.create_task(slow_cleanup());
+        co_await sleep(100);
+      });
+    };
+    Task<void> p = create_task(parent());
+    co_await sleep(1);
+    p.cancel();
+    co_await sleep(1);
+    p.cancel();  // again, while the group waits for the child at exit
+    EXPECT_THROW(co_await p, CancelledError);
+    log.push_back(at("parent done"));
+    EXPECT_EQ(p.cancelling(), 2);
+    EXPECT_EQ(log, (std::vector<std::string>{"child stopped@3.00", "parent done@3.00"}));
+  };
+  run(main(), virtual_time());
+}
+
+TEST(TaskGroup, LoopTornDownWithChildrenPending) {
+  // No Runner: the loop is destroyed with the parent suspended in the group's exit wait and
+  // the child still sleeping. The group must unhook cleanly (ASan/LSan check this).
+  auto loop = std::make_unique<EventLoop>(EventLoop::Options{.virtual_time = true});
+  loop->set_exception_handler([](EventLoop&, const ExceptionContext&) {});
+  auto forever = []() -> Coro<void> { co_await sleep(1e6); };
+  auto parent = [&]() -> Coro<void> {
+    co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
+      tg.create_task(forever());
+      co_return;
+    });
+  };
+  Task<void> p = loop->create_task(parent());
+  loop->run_until_complete(loop->create_task([]() -> Coro<void> { co_await sleep(1); }()));
+  EXPECT_FALSE(p.done());
+  loop.reset();
+}
+
 TEST(TaskGroup, NeedsATask) {
   auto main = []() -> Coro<void> {
     co_await TaskGroup::run([](TaskGroup&) -> Coro<void> { co_return; });

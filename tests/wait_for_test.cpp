@@ -214,6 +214,33 @@ TEST(WaitFor, ZeroTimeoutReturnsADoneResultAndCancelsTheRest) {
   run(main(), virtual_time());
 }
 
+TEST(WaitFor, CancellingTheCallerDuringTheZeroTimeoutWait) {
+  auto main = []() -> Coro<void> {
+    auto stubborn = []() -> Coro<int> {
+      bool cancelled = false;
+      try {
+        co_await sleep(10);
+      } catch (const CancelledError&) {
+        cancelled = true;
+      }
+      co_await sleep(5);  // slow to stop
+      co_return cancelled ? 1 : 0;
+    };
+    Task<int> work = create_task(stubborn());
+    co_await sleep(0);
+    auto caller = [&]() -> Coro<int> { co_return co_await wait_for(work, 0); };
+    Task<int> c = create_task(caller());
+    co_await sleep(1);
+    c.cancel();
+    EXPECT_THROW(co_await c, CancelledError);
+    EXPECT_DOUBLE_EQ(now(), 1.0);     // the caller stopped waiting at once
+    EXPECT_EQ(work.cancelling(), 1);  // cancelled once, by wait_for, not again
+    EXPECT_EQ(co_await work, 1);
+    EXPECT_DOUBLE_EQ(now(), 5.0);
+  };
+  run(main(), virtual_time());
+}
+
 TEST(WaitFor, ConsumerExitsOnTimeoutLikeTheSeedQueueProgram) {
   // while True: item = await wait_for(q.get(), 5)  -> exits 5 s after the last item.
   auto main = []() -> Coro<std::vector<int>> {
