@@ -3,7 +3,9 @@
 // binding every interface, reuse_port, errors in the client callback, Unix socket files,
 // async_with, close_clients/abort_clients and RAII close.
 #include <gtest/gtest.h>
+#ifndef _WIN32
 #include <sys/socket.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 

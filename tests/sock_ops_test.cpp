@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "test_os.hpp"  // os::read: a raw read of a socket on POSIX and Windows
+
 #include <cerrno>
 #include <corio/corio.hpp>
 #include <corio/sock_ops.hpp>
@@ -281,7 +283,7 @@ TEST(SockOps, WaitReadableAndWritable) {
     // emptied it and refilled it.
     co_await wait_readable(b);
     char c = 0;
-    EXPECT_EQ(::read(static_cast<int>(b.fileno()), &c, 1), 1);
+    EXPECT_EQ(testing::os::read(static_cast<int>(b.fileno()), &c, 1), 1);
     Task<void> again = create_task(wait_readable(b).coro());
     co_await sleep(0.01);
     EXPECT_FALSE(again.done()) << "wait_readable completed on an empty socket";
@@ -306,7 +308,7 @@ TEST(SockOps, AddReaderIsLevelTriggered) {
       ++calls;
       if (drain) {
         char buf[16];
-        EXPECT_GT(::read(static_cast<int>(fd), buf, sizeof buf), 0);
+        EXPECT_GT(testing::os::read(static_cast<int>(fd), buf, sizeof buf), 0);
       }
     });
     for (int i = 0; i < 5; ++i) co_await sleep(0.001);

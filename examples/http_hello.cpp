@@ -1,0 +1,177 @@
+// http_hello: a minimal HTTP/1.1 "Hello, World!" server in the shape of TechEmpower's
+// plaintext test: keep-alive connections, pipelined requests answered in order with one
+// write per batch, a Date header refreshed once a second. Every path gets the same answer.
+//
+//   http_hello [--host 0.0.0.0] [--port 8080] [--workers N]
+//
+// --workers N forks N processes sharing the port with SO_REUSEPORT (one loop each).
+// Try: curl -v http://127.0.0.1:8080/plaintext
+#include <corio/runner.hpp>
+#include <corio/server.hpp>
+#include <corio/streams.hpp>
+
+#ifndef _WIN32
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+struct Config {
+  std::string host = "0.0.0.0";
+  std::uint16_t port = 8080;
+  int workers = 1;
+};
+
+Config parse(int argc, char** argv) {
+  Config config;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--host" && has_value) {
+      config.host = argv[++i];
+    } else if (arg == "--port" && has_value) {
+      config.port = static_cast<std::uint16_t>(std::atoi(argv[++i]));
+    } else if (arg == "--workers" && has_value) {
+      config.workers = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: %s [--host H] [--port P] [--workers N]\n", argv[0]);
+      std::exit(2);
+    }
+  }
+  return config;
+}
+
+// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n", rebuilt when the second changes.
+const std::string& date_header() {
+  static std::time_t cached_second = 0;
+  static std::string header;
+  const std::time_t now = std::time(nullptr);
+  if (now != cached_second) {
+    cached_second = now;
+    char text[64];
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(text, sizeof text, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    header = text;
+  }
+  return header;
+}
+
+void append_response(std::string& out) {
+  out += "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+  out += date_header();
+  out += "\r\nHello, World!";
+}
+
+bool iequals_prefix(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[i])) !=
+        std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The value of a header in a request head ("" when absent), name matched case-insensitively.
+std::string_view header_value(std::string_view head, std::string_view name) {
+  std::size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    const std::size_t start = pos + 2;
+    const std::size_t end = head.find("\r\n", start);
+    std::string_view line = head.substr(start, end - start);
+    if (line.size() > name.size() && line[name.size()] == ':' && iequals_prefix(line, name)) {
+      std::string_view value = line.substr(name.size() + 1);
+      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+      return value;
+    }
+    pos = end;
+  }
+  return {};
+}
+
+corio::Coro<void> serve_http(corio::StreamReader reader, corio::StreamWriter writer) {
+  std::string batch;
+  try {
+    for (;;) {
+      std::string head = co_await reader.readuntil("\r\n\r\n");
+      // Bodies (rare here) are read and ignored so the next request parses.
+      const std::string_view length = header_value(head, "Content-Length");
+      if (!length.empty()) co_await reader.readexactly(std::atol(std::string(length).c_str()));
+      const std::string_view connection = header_value(head, "Connection");
+      const bool http10 = std::string_view(head).substr(0, head.find("\r\n")).ends_with("HTTP/1.0");
+      const bool close = iequals_prefix(connection, "close") ||
+                         (http10 && !iequals_prefix(connection, "keep-alive"));
+      append_response(batch);
+      // Pipelining: while complete requests are already buffered, answer them together.
+      if (close || reader.buffered().find("\r\n\r\n") == std::string_view::npos) {
+        writer.write(batch);
+        batch.clear();
+        co_await writer.drain();
+      }
+      if (close) break;
+    }
+  } catch (const corio::IncompleteReadError&) {
+    // The client closed the connection (possibly mid-request): nothing to answer.
+  } catch (const corio::LimitOverrunError&) {
+    writer.write(
+        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: "
+        "close\r\n\r\n");
+  } catch (const corio::ConnectionError&) {
+    co_return;  // reset by the peer
+  }
+  writer.close();
+}
+
+corio::Coro<void> amain(Config config) {
+  corio::ServerOptions options;
+  options.reuse_port = config.workers > 1;
+  options.backlog = 1024;
+  corio::Server server =
+      co_await corio::start_server(serve_http, config.host, config.port, options);
+  std::printf("Serving on http://%s\n", corio::format_address(server.addresses().at(0)).c_str());
+  std::fflush(stdout);
+  co_await server.serve_forever();
+}
+
+int run_server(const Config& config) {
+  try {
+    corio::run(amain(config));
+  } catch (const corio::KeyboardInterrupt&) {
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "http_hello: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Config config = parse(argc, argv);
+#ifndef _WIN32
+  if (config.workers > 1) {
+    std::vector<pid_t> children;
+    for (int i = 0; i < config.workers; ++i) {
+      const pid_t pid = ::fork();
+      if (pid == 0) return run_server(config);  // each child has its own loop
+      if (pid > 0) children.push_back(pid);
+    }
+    int status = 0;
+    for (pid_t child : children) ::waitpid(child, &status, 0);
+    return 0;
+  }
+#endif
+  return run_server(config);
+}
