@@ -588,6 +588,84 @@ TEST(Queue, GracefulShutdownLetsWaitingWorkersFinish) {
   }());
 }
 
+// --- with wait_for (the seed's bounded producer/consumer) -----------------------------------
+
+Coro<void> put_every_second(Queue<int>& q, int n) {
+  for (int i = 0; i < n; ++i) {
+    co_await sleep(1);
+    co_await q.put(i);
+  }
+}
+
+TEST(Queue, ConsumerExitsWhenWaitForOnGetTimesOut) {
+  run_test([]() -> Coro<void> {
+    Queue<int> q(5);
+    std::vector<int> got;
+    auto producer = create_task(put_every_second(q, 3));
+    for (;;) {
+      try {
+        got.push_back(co_await wait_for(q.get(), 5.0));
+      } catch (const TimeoutError&) {
+        break;
+      }
+    }
+    co_await producer;
+    EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
+    EXPECT_DOUBLE_EQ(get_running_loop().time(), 8.0);  // last item at 3 s, then 5 s of nothing
+    q.put_nowait(9);                                   // the timed-out getters left no trace
+    EXPECT_EQ(q.get_nowait(), 9);
+  }());
+}
+
+TEST(Queue, TimeoutRacingAPutLosesNoItem) {
+  run_test([]() -> Coro<void> {
+    Queue<int> q;
+    std::vector<int> got;
+    int timeouts = 0;
+    // The put lands exactly at the deadline: whichever wins, the item is received once.
+    auto producer = create_task(put_every_second(q, 1));
+    try {
+      got.push_back(co_await wait_for(q.get(), 1.0));
+    } catch (const TimeoutError&) {
+      ++timeouts;
+    }
+    co_await producer;
+    co_await tick(2);
+    while (!q.empty()) got.push_back(q.get_nowait());
+    EXPECT_EQ(got, std::vector<int>{0});
+    EXPECT_LE(timeouts, 1);
+  }());
+}
+
+Coro<void> wait_inner_then_outer(Queue<int>& outer) {
+  Queue<int> inner;  // dies with this frame while another task still waits on it
+  std::vector<int> got;
+  auto g = create_task(getter(inner, got));
+  co_await outer.put(1);  // blocks: outer is full
+}
+
+TEST(Queue, LoopTeardownWithBlockedGettersAndPuttersIsClean) {
+  // Tasks still blocked when the loop is destroyed are destroyed with it: their wait nodes
+  // unlink from queues that live on, and a queue dying in one frame orphans the waiters of
+  // another (ASan checks that nothing dangles, whichever frame goes first).
+  Queue<int> outer(1);
+  outer.put_nowait(0);
+  {
+    EventLoop loop;
+    loop.set_exception_handler(
+        [](EventLoop&, const ExceptionContext&) {});  // "destroyed but pending"
+    auto a = loop.create_task(wait_inner_then_outer(outer));
+    auto b = loop.create_task(putter(outer, 2));
+    loop.run_until_complete(tick(3));  // everybody reaches its wait
+    EXPECT_FALSE(a.done());
+    EXPECT_FALSE(b.done());
+  }
+  EXPECT_EQ(outer.qsize(), 1u);
+  EXPECT_EQ(outer.get_nowait(), 0);
+  outer.put_nowait(3);  // no stale waiter is woken
+  EXPECT_EQ(outer.get_nowait(), 3);
+}
+
 // --- lifetime ------------------------------------------------------------------------------
 
 TEST(Queue, DestroyedQueueWakesItsWaitersWithRuntimeError) {
