@@ -189,6 +189,14 @@ std::uint32_t address_length_for(const core::SocketAddress& address, std::uint32
   return fallback;
 }
 
+// How many bytes a receive can take: what a truncated datagram fills.
+std::size_t capacity(const Operation& op) {
+  if (op.code != OpCode::recv_msg) return clamp_length(op.length);
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < op.buffer_count; ++i) total += clamp_length(op.buffers[i].size);
+  return total > 0xFFFFFFFFu ? 0xFFFFFFFFu : total;
+}
+
 void release_accept(Scratch& s) {
   if (s.accept.socket != INVALID_SOCKET) ::closesocket(s.accept.socket);
   s.accept.socket = INVALID_SOCKET;
@@ -504,14 +512,21 @@ void IocpBackend::conclude(Operation& op, int error, std::uint32_t bytes) {
       return;
     case OpCode::recv_from:
     case OpCode::recv_msg:
-      if (error == EMSGSIZE) error = 0;  // truncated datagram: Linux returns what fit
+      if (error == EMSGSIZE) {
+        // A truncated datagram: Linux returns what fit, and the buffers are full.
+        error = 0;
+        bytes = static_cast<std::uint32_t>(capacity(op));
+      }
       if (error == 0 && op.address != nullptr) {
         op.address->length = address_length_for(
             *op.address, static_cast<std::uint32_t>(s.io.from_length > 0 ? s.io.from_length : 0));
       }
       break;
     case OpCode::recv:
-      if (error == EMSGSIZE) error = 0;
+      if (error == EMSGSIZE) {
+        error = 0;
+        bytes = static_cast<std::uint32_t>(capacity(op));
+      }
       break;
     case OpCode::read_at:
       // End of file, or a pipe whose writer is gone: a 0-byte read, as read(2) reports it.
