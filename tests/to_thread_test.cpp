@@ -262,8 +262,12 @@ TEST(RunInExecutor, LoopClosedWithoutRunnerWhileAJobRunsDoesNotLeakOrCrash) {
 // A loop running forever on a thread of its own, as in asyncio's threadsafe examples.
 class LoopThread {
  public:
-  LoopThread() : thread_([this] { loop_.run_forever(); }) {
-    while (!loop_.is_running()) std::this_thread::yield();
+  LoopThread()
+      : thread_([this] {
+          loop_.call_soon([this] { started_.Notify(); });
+          loop_.run_forever();
+        }) {
+    started_.WaitForNotification();
   }
   ~LoopThread() {
     loop_.call_soon_threadsafe([this] { loop_.stop(); });
@@ -274,6 +278,7 @@ class LoopThread {
 
  private:
   EventLoop loop_;
+  absl::Notification started_;
   std::thread thread_;
 };
 

@@ -1,9 +1,8 @@
 // exception_context(): the table standing in for Python's __context__ when an exit callback
 // replaces the exception that was propagating. Bounded, process-wide, diagnostic only: it
 // must never grow without limit nor be consulted for control flow by the runtime itself.
-#include <absl/synchronization/mutex.h>
-
 #include <deque>
+#include <mutex>
 #include <utility>
 
 #include "corio/async_context.hpp"
@@ -15,11 +14,12 @@ namespace {
 constexpr std::size_t kRemembered = 64;
 
 struct ContextTable {
-  absl::Mutex mutex;
-  // (exception, the exception it replaced), oldest first.
-  std::deque<std::pair<std::exception_ptr, std::exception_ptr>> entries ABSL_GUARDED_BY(mutex);
+  std::mutex mutex;
+  // (exception, the exception it replaced), oldest first. Guarded by mutex.
+  std::deque<std::pair<std::exception_ptr, std::exception_ptr>> entries;
 
-  std::exception_ptr find(const std::exception_ptr& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+  // With mutex held.
+  std::exception_ptr find(const std::exception_ptr& error) {
     for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
       if (it->first == error) return it->second;
     }
@@ -38,7 +38,7 @@ ContextTable& table() {
 std::exception_ptr exception_context(const std::exception_ptr& error) {
   if (!error) return nullptr;
   ContextTable& t = table();
-  absl::MutexLock lock(&t.mutex);
+  std::lock_guard lock(t.mutex);
   return t.find(error);
 }
 
@@ -47,7 +47,7 @@ namespace detail {
 void set_exception_context(const std::exception_ptr& error, const std::exception_ptr& context) {
   if (!error || !context || error == context) return;
   ContextTable& t = table();
-  absl::MutexLock lock(&t.mutex);
+  std::lock_guard lock(t.mutex);
   // As contextlib's _fix_exception_context: attach `context` at the end of the chain that
   // `error` already has, unless it is in the chain already (no cycles).
   std::exception_ptr last = error;

@@ -144,7 +144,7 @@ Handle EventLoop::call_soon_threadsafe(Callback callback) {
   auto* state = new detail::HandleState(this, std::move(callback), true);
   state->add_ref();
   {
-    absl::MutexLock lock(&threadsafe_mutex_);
+    std::lock_guard lock(threadsafe_mutex_);
     if (closed_) {
       state->release();
       state->release();
@@ -159,7 +159,7 @@ Handle EventLoop::call_soon_threadsafe(Callback callback) {
 void EventLoop::drain_threadsafe() {
   if (!threadsafe_pending_.exchange(false, std::memory_order_acq_rel)) return;
   {
-    absl::MutexLock lock(&threadsafe_mutex_);
+    std::lock_guard lock(threadsafe_mutex_);
     threadsafe_swap_.swap(threadsafe_queue_);
   }
   for (detail::HandleState* state : threadsafe_swap_) ready_.push({&run_handle, state});
@@ -259,13 +259,13 @@ void EventLoop::close() {
   if (running_) throw RuntimeError("Cannot close a running event loop");
   if (closed_) return;
   {
-    absl::MutexLock lock(&threadsafe_mutex_);  // call_soon_threadsafe reads closed_ on other threads
+    std::lock_guard lock(threadsafe_mutex_);  // call_soon_threadsafe reads closed_ on other threads
     closed_ = true;
   }
   std::vector<Callback> callbacks = std::move(close_callbacks_);
   for (Callback& callback : callbacks) callback();
   {
-    absl::MutexLock lock(&threadsafe_mutex_);
+    std::lock_guard lock(threadsafe_mutex_);
     threadsafe_swap_.swap(threadsafe_queue_);
   }
   for (detail::HandleState* state : threadsafe_swap_) state->release();

@@ -28,27 +28,27 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
 }
 
 std::size_t ThreadPoolExecutor::thread_count() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return threads_.size();
 }
 
 void ThreadPoolExecutor::submit(Job job) {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   if (shutdown_) throw RuntimeError("cannot schedule new futures after shutdown");
   queue_.push_back(std::move(job));
   // A new thread only when the idle ones cannot take every queued job (Python's rule).
   if (idle_ < queue_.size() && threads_.size() < max_workers_)
     threads_.emplace_back([this] { work(); });
-  wake_.Signal();
+  wake_.notify_one();
 }
 
 void ThreadPoolExecutor::work() {
   for (;;) {
     Job job;
     {
-      absl::MutexLock lock(&mutex_);
+      std::unique_lock lock(mutex_);
       ++idle_;
-      while (queue_.empty() && !shutdown_) wake_.Wait(&mutex_);
+      wake_.wait(lock, [this] { return !queue_.empty() || shutdown_; });
       --idle_;
       if (queue_.empty()) return;  // shut down and drained
       job = std::move(queue_.front());
@@ -68,10 +68,10 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   std::deque<Job> dropped;
   std::vector<std::thread> joining;
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard lock(mutex_);
     shutdown_ = true;
     if (cancel_futures) dropped.swap(queue_);
-    wake_.SignalAll();
+    wake_.notify_all();
     if (wait) joining.swap(threads_);
   }
   dropped.clear();  // outside the lock: a dropped job's destructor reports back to its loop
@@ -89,7 +89,7 @@ namespace detail {
 // --- LoopLink ---
 
 bool LoopLink::post(Callback callback) {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   if (loop_ == nullptr) return false;
   try {
     // The returned handle is dropped while the link is held: once the loop has detached,
@@ -102,7 +102,7 @@ bool LoopLink::post(Callback callback) {
 }
 
 void LoopLink::detach() {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   loop_ = nullptr;
 }
 

@@ -3,20 +3,18 @@
 // through the loop's LoopLink; everything else is guarded by the state's mutex.
 #include "corio/threadsafe.hpp"
 
-#include <absl/time/clock.h>
-#include <absl/time/time.h>
-
 #include <cerrno>
+#include <chrono>
 
 namespace corio::detail {
 
 bool ConcurrentStateBase::done() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return status_ != Status::pending;
 }
 
 bool ConcurrentStateBase::cancelled() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return status_ == Status::cancelled;
 }
 
@@ -24,12 +22,12 @@ bool ConcurrentStateBase::cancel() {
   std::shared_ptr<LoopLink> link;
   std::vector<absl::AnyInvocable<void()>> callbacks;
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard lock(mutex_);
     if (status_ == Status::cancelled) return true;
     if (status_ == Status::finished) return false;
     status_ = Status::cancelled;
     callbacks.swap(callbacks_);
-    done_cv_.SignalAll();
+    done_cv_.notify_all();
     link = link_;
     if (!link) cancel_unposted_ = true;  // attach() will cancel the task when it exists
   }
@@ -43,42 +41,40 @@ bool ConcurrentStateBase::cancel() {
 }
 
 bool ConcurrentStateBase::wait(std::optional<double> timeout) const {
-  absl::MutexLock lock(&mutex_);
+  std::unique_lock lock(mutex_);
+  const auto finished = [this] { return status_ != Status::pending; };
   if (!timeout) {
-    while (status_ == Status::pending) done_cv_.Wait(&mutex_);
+    done_cv_.wait(lock, finished);
     return true;
   }
-  const absl::Time deadline = absl::Now() + absl::Seconds(*timeout > 0 ? *timeout : 0);
-  while (status_ == Status::pending) {
-    if (done_cv_.WaitWithDeadline(&mutex_, deadline)) break;  // timed out
-  }
-  return status_ != Status::pending;
+  const auto limit = std::chrono::duration<double>(*timeout > 0 ? *timeout : 0);
+  return done_cv_.wait_until(lock, std::chrono::steady_clock::now() + limit, finished);
 }
 
 void ConcurrentStateBase::wait_for_value(std::optional<double> timeout) const {
   if (!wait(timeout)) throw TimeoutError(ETIMEDOUT, "the future did not complete in time");
-  mutex_.Lock();
+  mutex_.lock();
   if (status_ == Status::cancelled) {
-    mutex_.Unlock();
+    mutex_.unlock();
     throw CancelledError();
   }
   if (error_) {
     std::exception_ptr error = error_;
-    mutex_.Unlock();
+    mutex_.unlock();
     std::rethrow_exception(error);
   }
 }
 
 std::exception_ptr ConcurrentStateBase::exception(std::optional<double> timeout) const {
   if (!wait(timeout)) throw TimeoutError(ETIMEDOUT, "the future did not complete in time");
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   if (status_ == Status::cancelled) throw CancelledError();
   return error_;
 }
 
 void ConcurrentStateBase::add_done_callback(absl::AnyInvocable<void()> callback) {
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard lock(mutex_);
     if (status_ == Status::pending) {
       callbacks_.push_back(std::move(callback));
       return;
@@ -103,13 +99,13 @@ void ConcurrentStateBase::run_callbacks(std::vector<absl::AnyInvocable<void()>>&
 
 bool ConcurrentStateBase::attach(std::shared_ptr<LoopLink> link, TaskBase* task) {
   task_ = task;
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   link_ = std::move(link);
   return std::exchange(cancel_unposted_, false);
 }
 
 void ConcurrentStateBase::set_exception(std::exception_ptr error) {
-  complete(Status::finished, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { error_ = std::move(error); });
+  complete(Status::finished, [&] { error_ = std::move(error); });
 }
 
 void ConcurrentStateBase::set_cancelled() {

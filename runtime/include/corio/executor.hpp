@@ -12,15 +12,15 @@
 // call_soon_threadsafe and are set on the loop's thread.
 #pragma once
 
-#include <absl/base/thread_annotations.h>
 #include <absl/functional/any_invocable.h>
-#include <absl/synchronization/mutex.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <tuple>
@@ -71,12 +71,15 @@ class ThreadPoolExecutor final : public Executor {
   void work();
 
   const std::size_t max_workers_;
-  mutable absl::Mutex mutex_;
-  absl::CondVar wake_;
-  std::deque<Job> queue_ ABSL_GUARDED_BY(mutex_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mutex_);
-  std::size_t idle_ ABSL_GUARDED_BY(mutex_) = 0;
-  bool shutdown_ ABSL_GUARDED_BY(mutex_) = false;
+  // std primitives rather than absl's: ThreadSanitizer understands them without an
+  // instrumented Abseil build.
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  // Guarded by mutex_:
+  std::deque<Job> queue_;
+  std::vector<std::thread> threads_;
+  std::size_t idle_ = 0;
+  bool shutdown_ = false;
 };
 
 namespace detail {

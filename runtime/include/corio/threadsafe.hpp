@@ -7,13 +7,13 @@
 // loop's own thread would wait forever, as in Python).
 #pragma once
 
-#include <absl/base/thread_annotations.h>
 #include <absl/functional/any_invocable.h>
-#include <absl/synchronization/mutex.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -47,8 +47,8 @@ class ConcurrentStateBase : public std::enable_shared_from_this<ConcurrentStateB
   void add_done_callback(absl::AnyInvocable<void()> callback);
   // Throws what result() throws when not finished with a value: TimeoutError, CancelledError,
   // or the stored exception. Returns with the lock held, for the caller to read the value.
-  void wait_for_value(std::optional<double> timeout) const ABSL_EXCLUSIVE_LOCK_FUNCTION(mutex_);
-  void unlock() const ABSL_UNLOCK_FUNCTION(mutex_) { mutex_.Unlock(); }
+  void wait_for_value(std::optional<double> timeout) const;
+  void unlock() const { mutex_.unlock(); }
   // Waits, then gives the stored exception (null on success); CancelledError if cancelled.
   std::exception_ptr exception(std::optional<double> timeout) const;
 
@@ -69,27 +69,29 @@ class ConcurrentStateBase : public std::enable_shared_from_this<ConcurrentStateB
   bool complete(Status status, Store&& store) {
     std::vector<absl::AnyInvocable<void()>> callbacks;
     {
-      absl::MutexLock lock(&mutex_);
+      std::lock_guard lock(mutex_);
       if (status_ != Status::pending) return false;
       store();
       status_ = status;
       callbacks.swap(callbacks_);
-      done_cv_.SignalAll();
+      done_cv_.notify_all();
     }
     run_callbacks(callbacks);
     return true;
   }
   static void run_callbacks(std::vector<absl::AnyInvocable<void()>>& callbacks);
 
-  mutable absl::Mutex mutex_;
-  mutable absl::CondVar done_cv_;
-  Status status_ ABSL_GUARDED_BY(mutex_) = Status::pending;
-  std::exception_ptr error_ ABSL_GUARDED_BY(mutex_);
+  // std primitives rather than absl's: ThreadSanitizer understands them without an
+  // instrumented Abseil build. The fields below are guarded by mutex_.
+  mutable std::mutex mutex_;
+  mutable std::condition_variable done_cv_;
+  Status status_ = Status::pending;
+  std::exception_ptr error_;
 
  private:
-  std::vector<absl::AnyInvocable<void()>> callbacks_ ABSL_GUARDED_BY(mutex_);
-  std::shared_ptr<LoopLink> link_ ABSL_GUARDED_BY(mutex_);
-  bool cancel_unposted_ ABSL_GUARDED_BY(mutex_) = false;
+  std::vector<absl::AnyInvocable<void()>> callbacks_;
+  std::shared_ptr<LoopLink> link_;
+  bool cancel_unposted_ = false;
   TaskBase* task_ = nullptr;  // loop thread only; null once the task is done
 };
 
@@ -104,13 +106,11 @@ class ConcurrentState final : public ConcurrentStateBase {
     } else if (std::exception_ptr error = task.exception()) {
       set_exception(std::move(error));
     } else {
-      complete(Status::finished, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        value.emplace(std::move(**task.value_slot()));
-      });
+      complete(Status::finished, [&] { value.emplace(std::move(**task.value_slot())); });
     }
   }
 
-  std::optional<Stored<T>> value ABSL_GUARDED_BY(mutex_);
+  std::optional<Stored<T>> value;  // guarded by mutex_
 };
 
 // If the loop closes before the scheduling callback runs, the future fails instead of

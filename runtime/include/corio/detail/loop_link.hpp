@@ -4,10 +4,8 @@
 // It must never run a callback itself, and never hold its mutex while the loop runs one.
 #pragma once
 
-#include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
-
 #include <memory>
+#include <mutex>
 
 #include "corio/event_loop.hpp"
 #include "corio/handle.hpp"
@@ -27,8 +25,8 @@ class LoopLink {
   void detach();
 
  private:
-  absl::Mutex mutex_;
-  EventLoop* loop_ ABSL_GUARDED_BY(mutex_);
+  std::mutex mutex_;
+  EventLoop* loop_;  // guarded by mutex_; null once detached
 };
 
 // The link of `loop`, created on first use. Loop thread only; RuntimeError if it is closed.
