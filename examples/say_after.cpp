@@ -1,6 +1,7 @@
 // say_after: awaiting coroutines one after the other takes 1 + 2 = 3 s; wrapping them in
-// tasks first lets them run concurrently, 2 s (the asyncio docs' "Coroutines" examples).
-// Usage: say_after [sequential|tasks]
+// tasks first lets them run concurrently, 2 s (the asyncio docs' "Coroutines" examples); a
+// TaskGroup does the same and waits for its children when its scope ends, also 2 s.
+// Usage: say_after [sequential|tasks|taskgroup]
 #include <corio/corio.hpp>
 
 #include <cstdio>
@@ -36,16 +37,31 @@ corio::Coro<void> with_tasks() {
   std::printf("finished at %s\n", clock_now().c_str());
 }
 
+corio::Coro<void> with_taskgroup() {
+  // async with asyncio.TaskGroup() as tg: the body runs inline; the scope ends once every
+  // child is done.
+  co_await corio::TaskGroup::run([](corio::TaskGroup& tg) -> corio::Coro<void> {
+    tg.create_task(say_after(1, "hello"));
+    tg.create_task(say_after(2, "world"));
+    std::printf("started at %s\n", clock_now().c_str());
+    co_return;
+  });
+  // The await is implicit when the scope exits.
+  std::printf("finished at %s\n", clock_now().c_str());
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "sequential";
   corio::Runner runner;
   const double start = runner.get_loop().time();
   if (mode == "tasks") {
     runner.run(with_tasks());
+  } else if (mode == "taskgroup") {
+    runner.run(with_taskgroup());
   } else if (mode == "sequential") {
     runner.run(sequential());
   } else {
-    std::fprintf(stderr, "usage: %s [sequential|tasks]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [sequential|tasks|taskgroup]\n", argv[0]);
     return 2;
   }
   std::printf("elapsed %0.2f seconds\n", runner.get_loop().time() - start);
