@@ -2,7 +2,7 @@
 """Echo benchmark harness: interleaved rounds, server CPU time per message.
 
 Example:
-  run_echo_bench.py --client build/bench/echo/echo_client \\
+  run_echo_bench.py --client build/bench/echo/echo_load_client \\
       --server 'epoll=build/bench/peers/peer_epoll_echo --port {port}' \\
       --server 'uv=build/bench/peers/peer_uv_echo --port {port}' \\
       --ref epoll --json echo.json
@@ -10,7 +10,7 @@ Example:
 For every connection count (default 1, 64, 1024), plus a "same-core" run with
 one connection, and for every round, each server is run once in turn
 (A B C D A B C D ...).  Each run starts a fresh server pinned to the server
-core, waits until it accepts, and runs echo_client pinned to the client core.
+core, waits until it accepts, and runs echo_load_client pinned to the client core.
 The client prints MEASURE_START / MEASURE_END around its measured window; the
 harness samples the server's CPU time (/proc/PID/task/*/schedstat, nanosecond
 precision; /proc/PID/stat utime+stime as fallback) and the per-CPU counters
@@ -508,15 +508,15 @@ def find_client(explicit):
     env = os.environ.get("ECHO_CLIENT")
     if env:
         return env
-    for cand in (os.path.join(REPO, "build", "bench", "echo", "echo_client"),
-                 os.path.join(os.getcwd(), "bench", "echo", "echo_client"),
-                 os.path.join(os.getcwd(), "echo_client")):
+    for cand in (os.path.join(REPO, "build", "bench", "echo", "echo_load_client"),
+                 os.path.join(os.getcwd(), "bench", "echo", "echo_load_client"),
+                 os.path.join(os.getcwd(), "echo_load_client")):
         if os.access(cand, os.X_OK):
             return cand
-    found = shutil.which("echo_client")
+    found = shutil.which("echo_load_client")
     if found:
         return found
-    die("echo_client not found: pass --client PATH (or set ECHO_CLIENT)")
+    die("echo_load_client not found: pass --client PATH (or set ECHO_CLIENT)")
 
 
 def parse_server(spec):
@@ -545,7 +545,7 @@ def main():
                     help="server to measure, e.g. 'epoll=./peer_epoll_echo --port {port}' "
                          "(repeatable; order is the interleaving order)")
     ap.add_argument("--ref", help="reference server for ratios (default: the first)")
-    ap.add_argument("--client", help="echo_client binary (default: build/bench/echo/echo_client, "
+    ap.add_argument("--client", help="echo_load_client binary (default: build/bench/echo/echo_load_client, "
                                      "$ECHO_CLIENT, PATH)")
     ap.add_argument("--conns", default="1,64,1024", help="connection counts (default 1,64,1024)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
