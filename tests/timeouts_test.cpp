@@ -198,6 +198,16 @@ TEST(Timeout, ZeroDelayWithoutASuspensionPointDoesNotExpire) {
   EXPECT_EQ(run(main(), virtual_time()), "done+timeout");
 }
 
+TEST(Timeout, DueScopeLeftBeforeItsExpiryRunsIsNotExpired) {
+  // The program ends right after: the queued expiry must be dropped, not leaked (LSan).
+  auto main = []() -> Coro<bool> {
+    Timeout cm = timeout_at(0.0);
+    co_await cm.run([]() -> Coro<void> { co_return; });
+    co_return cm.expired();
+  };
+  EXPECT_FALSE(run(main(), virtual_time()));
+}
+
 TEST(Timeout, TimeoutAtUsesAbsoluteLoopTime) {
   auto main = []() -> Coro<double> {
     co_await sleep(1);

@@ -3,7 +3,6 @@
 
 #include <cerrno>
 #include <cmath>
-#include <new>
 #include <string>
 
 namespace corio {
@@ -80,15 +79,10 @@ void Timeout::arm(double when) {
   }
 }
 
-// An expiry queued on the ready queue. The scope may be left (or rescheduled) before it
-// runs, as asyncio's handle may be cancelled while ready: then it finds no scope.
-struct Timeout::Expiry {
-  Timeout* scope;
-};
-
 void Timeout::disarm() noexcept {
   if (timer_.armed()) loop_->disarm_timer(timer_);
-  if (expiry_ != nullptr) std::exchange(expiry_, nullptr)->scope = nullptr;
+  // Due but not run yet: asyncio cancels its handle here too.
+  if (expiry_) std::exchange(expiry_, Handle()).cancel();
 }
 
 void Timeout::reschedule(std::optional<double> when) {
@@ -115,24 +109,17 @@ void Timeout::enter() {
 
 void Timeout::on_timeout(core::TimerNode* node) noexcept {
   auto* self = static_cast<Timeout*>(node->context);
-  // Queued behind whatever is already ready (a callback due at the same time that cancels
-  // the task, say), as asyncio's timer handle is; inline only if memory is exhausted.
-  auto* expiry = new (std::nothrow) Expiry{self};
-  if (expiry == nullptr) {
-    self->expire();
-    return;
+  // The expiry runs as a ready callback, behind whatever became ready before it (a callback
+  // due at the same time that cancels the task, say), as asyncio's timer handle does. The
+  // loop owns the handle, so a scope left before it runs (disarm cancels it) leaks nothing.
+  try {
+    self->expiry_ = self->loop_->call_soon([self] {
+      self->expiry_ = Handle();
+      self->expire();
+    });
+  } catch (...) {
+    self->expire();  // out of memory: expire at once rather than never
   }
-  self->expiry_ = expiry;
-  self->loop_->post({&run_expiry, expiry});
-}
-
-void Timeout::run_expiry(void* arg) {
-  auto* expiry = static_cast<Expiry*>(arg);
-  if (Timeout* scope = expiry->scope) {
-    scope->expiry_ = nullptr;
-    scope->expire();
-  }
-  delete expiry;
 }
 
 void Timeout::expire() {

@@ -38,6 +38,7 @@
 #include "corio/core/timer_heap.hpp"
 #include "corio/coro.hpp"
 #include "corio/event_loop.hpp"
+#include "corio/handle.hpp"
 #include "corio/task.hpp"
 
 namespace corio {
@@ -85,16 +86,14 @@ class Timeout {
  private:
   enum class State : std::uint8_t { created, entered, expiring, expired, exited };
 
-  struct Expiry;
   void arm(double when);
   void disarm() noexcept;
   void expire();
   static void on_timeout(core::TimerNode* node) noexcept;
-  static void run_expiry(void* expiry);
   static const char* state_name(State state) noexcept;
 
   core::TimerNode timer_;
-  Expiry* expiry_ = nullptr;  // the expiry is queued to run; allocated only then
+  Handle expiry_;  // the expiry, queued to run (call_soon); only exists once due
   std::optional<double> when_;
   EventLoop* loop_ = nullptr;
   AnyTask task_;
