@@ -9,6 +9,8 @@
 //   }
 //
 // Elements are Coro<T>, Future<T>, Task<T> (yielding T) or AnyTask (yielding nothing).
+// An awaitable is movable until awaited (GCC 12 wants `co_await std::move(next)` when `next`
+// is reached through a lambda capture).
 // Nothing is cancelled on timeout. Dropping the iterable (and its awaitables) early stops the
 // bookkeeping; the futures keep running. It must never be used across loops or threads.
 #pragma once

@@ -18,6 +18,9 @@
 // The rules are CPython's taskgroups.py, with 3.13's fixes for counting cancellations.
 // The TaskGroup lives in run()'s frame: a reference to it must not escape the body and the
 // children (using it after run() returned is a use-after-free, not Python's RuntimeError).
+// A coroutine lambda reads its captures through its closure object: a lambda declared inside
+// the body dies when the body returns, so children made from lambdas must be declared outside
+// the body (or be functions taking their arguments by value).
 #pragma once
 
 #include <coroutine>
