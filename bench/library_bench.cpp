@@ -1,0 +1,125 @@
+// Micro-benchmarks of the asyncio library layer (issue 3), each with allocations per op.
+// Targets: queue put/get ping-pong between two tasks <= 40 ns per item, uncontended Lock
+// acquire/release <= 20 ns, TaskGroup spawn+join <= 150 ns per task, timeout scope
+// enter/exit without expiry <= 60 ns.
+#include <benchmark/benchmark.h>
+#include <corio/corio.hpp>
+#include <corio/locks.hpp>
+#include <corio/queues.hpp>
+
+#include "alloc_counter.hpp"
+
+namespace {
+
+using corio::Coro;
+
+Coro<int> trivial() { co_return 1; }
+
+void report_allocations(benchmark::State& state, const corio::bench::AllocationScope& scope) {
+  state.counters["allocs/op"] = benchmark::Counter(static_cast<double>(scope.count()),
+                                                   benchmark::Counter::kAvgIterations);
+}
+
+// One producer and one consumer task hand items back and forth through two queues; each
+// iteration moves two items (one each way) and both tasks suspend in get() every time.
+void BM_QueuePingPong(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    corio::Queue<int> to_consumer, to_producer;
+    auto consumer = [](corio::Queue<int>& in, corio::Queue<int>& out) -> Coro<void> {
+      for (;;) {
+        const int v = co_await in.get();
+        if (v < 0) co_return;
+        out.put_nowait(v);
+      }
+    };
+    corio::Task<void> c = corio::create_task(consumer(to_consumer, to_producer));
+    corio::bench::AllocationScope scope;
+    int i = 0;
+    for (auto _ : s) {
+      to_consumer.put_nowait(i++);
+      benchmark::DoNotOptimize(co_await to_producer.get());
+    }
+    report_allocations(s, scope);
+    // Two hand-overs per iteration: producer -> consumer and back.
+    s.counters["ns/item"] = benchmark::Counter(static_cast<double>(s.iterations() * 2),
+                                               benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    to_consumer.put_nowait(-1);
+    co_await c;
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_QueuePingPong);
+
+// put_nowait + get on a queue that has items: no suspension (the per-item floor).
+void BM_QueuePutGetNoWait(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    corio::Queue<int> q;
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      q.put_nowait(1);
+      benchmark::DoNotOptimize(co_await q.get());
+    }
+    report_allocations(s, scope);
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_QueuePutGetNoWait);
+
+void BM_LockUncontended(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    corio::Lock lock;
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      co_await lock.acquire();
+      lock.release();
+    }
+    report_allocations(s, scope);
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_LockUncontended);
+
+// Timeout scope entered and left without expiring: arms/disarms the node in the Timeout.
+void BM_TimeoutScopeNoExpiry(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      corio::Timeout cm = corio::timeout(10.0);
+      cm.enter();
+      cm.exit(nullptr);
+    }
+    report_allocations(s, scope);
+    co_return;
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_TimeoutScopeNoExpiry);
+
+// TaskGroup spawning N trivial children and joining them; time per child.
+void BM_TaskGroupSpawnJoin(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    const std::int64_t n = s.range(0);
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      co_await corio::TaskGroup::run([n](corio::TaskGroup& tg) -> Coro<void> {
+        for (std::int64_t i = 0; i < n; ++i) tg.create_task(trivial());
+        co_return;
+      });
+    }
+    s.counters["ns/task"] =
+        benchmark::Counter(static_cast<double>(s.iterations() * n), benchmark::Counter::kIsRate |
+                                                                       benchmark::Counter::kInvert);
+    report_allocations(s, scope);
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_TaskGroupSpawnJoin)->Arg(100)->Arg(10000);
+
+}  // namespace
+
+BENCHMARK_MAIN();
