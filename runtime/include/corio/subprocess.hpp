@@ -144,7 +144,8 @@ class Process {
           std::shared_ptr<detail::PipeReaderState> std_err);
   Process(Process&&) noexcept;
   Process& operator=(Process&&) noexcept;
-  // Closes this side of the pipes; the child keeps running and is reaped when it exits.
+  // Drops its pipe handles (a pipe closes with its last handle: stdin after flushing); the
+  // child keeps running and is still reaped when it exits.
   ~Process();
 
   int pid() const noexcept;
