@@ -98,6 +98,19 @@ TEST(AsyncGenerator, MoveOnlyValues) {
   EXPECT_EQ(sum, 30);
 }
 
+TEST(AsyncGenerator, ManyYieldsWithoutSuspendingDoNotGrowTheStack) {
+  auto count = [](int n) -> AsyncGenerator<int> {
+    for (int i = 0; i < n; ++i) co_yield i;
+  };
+  long long sum = run([&]() -> Coro<long long> {
+    long long total = 0;
+    AsyncGenerator<int> gen = count(200000);
+    while (std::optional<int> v = co_await gen.next()) total += *v;
+    co_return total;
+  }());
+  EXPECT_EQ(sum, 200000LL * 199999 / 2);
+}
+
 // --- async for and the aadd fold over any async iterable ---
 
 template <AsyncIterable I>

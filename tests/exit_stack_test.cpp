@@ -552,6 +552,26 @@ TEST(AsyncExitStack, CancellationDuringAnExitIsRaisedAndTheRemainingExitsRun) {
   EXPECT_DOUBLE_EQ(runner.get_loop().time(), 3.0);
 }
 
+TEST(AsyncExitStack, CancellationDuringAnEnterUnwindsWhatWasEntered) {
+  Runner runner(virtual_time());
+  Events events;
+  runner.run([&]() -> Coro<void> {
+    auto work = [&]() -> Coro<void> {
+      co_await async_with(AsyncExitStack(), [&](AsyncExitStack& stack) -> Coro<void> {
+        co_await stack.enter_async_context(Connection("db0", events));
+        co_await stack.enter_async_context(Connection("db1", events));  // cancelled in its aenter
+        events.push_back("not reached");
+      });
+    };
+    Task<void> task = create_task(work());
+    co_await sleep(0.15);
+    task.cancel();
+    EXPECT_THROW(co_await task, CancelledError);
+  }());
+  EXPECT_EQ(events, (Events{"open db0", "close db0 (error)"}));
+  EXPECT_DOUBLE_EQ(runner.get_loop().time(), 0.25);
+}
+
 TEST(AsyncExitStack, DestroyedWithCallbacksLeftWarns) {
   testing::internal::CaptureStderr();
   {

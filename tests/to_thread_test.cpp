@@ -2,6 +2,7 @@
 // and run_coroutine_threadsafe/ConcurrentFuture from foreign threads. Also run under TSan.
 #include <absl/synchronization/notification.h>
 #include <gtest/gtest.h>
+#include <corio/async_generator.hpp>
 #include <corio/corio.hpp>
 #include <corio/executor.hpp>
 #include <corio/threadsafe.hpp>
@@ -152,6 +153,29 @@ TEST(ToThread, VirtualTimeDoesNotJumpWhileThreadWorkIsPending) {
   }());
   EXPECT_DOUBLE_EQ(job_done_at, 0.0);  // the 5 s timer was not allowed to fire first
   EXPECT_DOUBLE_EQ(sleeper_done_at, 5.0);
+}
+
+TEST(ToThread, GeneratorsAreClosedBeforeTheDefaultExecutorShutsDown) {
+  // asyncio.run's order: shutdown_asyncgens, then shutdown_default_executor, so a generator's
+  // clean-up may still use to_thread.
+  std::atomic<bool> cleaned_up{false};
+  auto gen_fn = [&]() -> AsyncGenerator<int> {
+    try {
+      co_yield 1;
+    } catch (const GeneratorExit&) {
+    }
+    co_await to_thread([&] { cleaned_up = true; });
+  };
+  AsyncGenerator<int> gen = gen_fn();
+  {
+    Runner runner;
+    runner.run([&]() -> Coro<void> {
+      co_await to_thread([] {});  // the default executor exists: its shutdown step is queued
+      co_await gen.next();
+    }());
+  }
+  EXPECT_TRUE(cleaned_up);
+  EXPECT_TRUE(gen.finished());
 }
 
 // --- run_in_executor and ThreadPoolExecutor ---
