@@ -1,15 +1,30 @@
 // Queue, LifoQueue, PriorityQueue: ordering, back-pressure, FIFO fairness among waiters,
 // cancellation at every suspension point (including the same-iteration wake/cancel race),
 // task_done()/join() accounting and 3.13 shutdown(). Sleeps use virtual time.
+// This binary replaces the global operator new to count allocations.
 #include <gtest/gtest.h>
 #include <corio/corio.hpp>
 #include <corio/queues.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace {
+std::size_t g_allocations = 0;
+}
+
+void* operator new(std::size_t size) {
+  ++g_allocations;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace corio {
 namespace {
@@ -126,6 +141,78 @@ TEST(Queue, MoveOnlyItemsSurviveAFailedPutNowait) {
   EXPECT_EQ(*q.get_nowait(), 1);
   q.put_nowait(std::move(item));
   EXPECT_EQ(*q.get_nowait(), 2);
+}
+
+TEST(Queue, FifoRingKeepsOrderAcrossWrapAroundAndGrowth) {
+  Queue<std::string> q;
+  int next_in = 0, next_out = 0;
+  for (int round = 0; round < 60; ++round) {
+    const int puts = round % 7 + 1 + round / 6;  // grows while it wraps
+    for (int k = 0; k < puts; ++k) q.put_nowait(std::to_string(next_in++));
+    for (int k = 0; k < round % 5 + 1 && !q.empty(); ++k) {
+      EXPECT_EQ(q.get_nowait(), std::to_string(next_out++));
+    }
+  }
+  EXPECT_EQ(q.qsize(), static_cast<std::size_t>(next_in - next_out));
+  while (!q.empty()) EXPECT_EQ(q.get_nowait(), std::to_string(next_out++));
+  EXPECT_EQ(next_in, next_out);
+  for (int i = 0; i < 40; ++i) q.put_nowait(std::string(100, 'x'));  // freed by ~Queue (ASan)
+}
+
+struct NoDefault {
+  explicit NoDefault(int v) : value(v) {}
+  int value;
+};
+
+TEST(Queue, ItemsNeedNoDefaultConstructor) {
+  Queue<NoDefault> fifo;
+  LifoQueue<NoDefault> lifo;
+  PriorityQueue<NoDefault, bool (*)(const NoDefault&, const NoDefault&)> prio(
+      0, [](const NoDefault& a, const NoDefault& b) { return a.value < b.value; });
+  for (int v : {2, 1, 3}) {
+    fifo.put_nowait(NoDefault(v));
+    lifo.put_nowait(NoDefault(v));
+    prio.put_nowait(NoDefault(v));
+  }
+  EXPECT_EQ(fifo.get_nowait().value, 2);
+  EXPECT_EQ(lifo.get_nowait().value, 3);
+  EXPECT_EQ(prio.get_nowait().value, 1);
+}
+
+TEST(Queue, SteadyStateTrafficAllocatesNothing) {
+  run_test([]() -> Coro<void> {
+    Queue<int> ping, pong;
+    Queue<int> bounded(1);
+    auto echo = create_task([](Queue<int>& in, Queue<int>& out) -> Coro<void> {
+      for (;;) {
+        const int v = co_await in.get();  // waits every time
+        if (v < 0) co_return;
+        co_await out.put(v);
+      }
+    }(ping, pong));
+    auto drain = create_task([](Queue<int>& q) -> Coro<void> {
+      while (co_await q.get() >= 0) {
+      }
+    }(bounded));
+    int v = 0;
+    for (int i = 0; i < 1000; ++i) {  // warm up: the rings reach their working size
+      co_await ping.put(i);
+      v = co_await pong.get();
+      co_await bounded.put(i);
+    }
+    const std::size_t before = g_allocations;
+    for (int i = 0; i < 10000; ++i) {
+      co_await ping.put(i);
+      v = co_await pong.get();
+      co_await bounded.put(i);  // back-pressure: the putter waits too
+    }
+    EXPECT_EQ(g_allocations - before, 0u);
+    EXPECT_EQ(v, 9999);
+    co_await ping.put(-1);
+    co_await bounded.put(-1);
+    co_await echo;
+    co_await drain;
+  }());
 }
 
 // --- blocking get/put ---------------------------------------------------------------------

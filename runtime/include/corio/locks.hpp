@@ -5,8 +5,10 @@
 // waiter, so a cancellation never loses a lock, a permit or a notification.
 // Waiting allocates nothing: the wait-list node lives in the awaiter, in the waiting frame.
 // Like asyncio's, these are not thread-safe: use them from their loop's thread only. A
-// primitive must outlive the tasks that wait on it; one destroyed under a waiter wakes it with
-// RuntimeError rather than leave it dangling.
+// primitive should outlive the tasks that wait on it; one destroyed under a waiter wakes it
+// with RuntimeError rather than leave it dangling.
+// They must never resume a waiter inline (wake-ups go through the ready queue) and never
+// allocate per waiter.
 #pragma once
 
 #include <coroutine>

@@ -6,14 +6,16 @@
 // getter cancelled after its wake-up hands the wake-up to the next getter (same for putters).
 // No item is ever lost to a cancellation: items stay in the queue until get() returns them.
 // Waiting allocates nothing (the wait node lives in the awaiter). Not thread-safe, like asyncio.
+// A queue must never hand an item to a waiter that has not run yet: items leave the store
+// only inside get(), in the task that returns them.
 #pragma once
 
 #include <algorithm>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -68,21 +70,74 @@ class QueueCore {
   WaiterList woken_;  // woken getters and putters that have not looked at the queue yet
 };
 
+// A ring buffer that grows by doubling and never shrinks, so a queue in steady state
+// allocates nothing (std::deque would allocate a block every few hundred items).
 template <class T>
 class FifoStore {
  public:
-  void push(T&& item) { items_.push_back(std::move(item)); }
-  void push(const T& item) { items_.push_back(item); }
+  FifoStore() = default;
+  FifoStore(FifoStore&& other) noexcept
+      : slots_(std::exchange(other.slots_, nullptr)),
+        capacity_(std::exchange(other.capacity_, 0)),
+        head_(std::exchange(other.head_, 0)),
+        size_(std::exchange(other.size_, 0)) {}
+  FifoStore& operator=(FifoStore&&) = delete;
+  ~FifoStore() {
+    clear();
+    if (slots_) std::allocator<T>().deallocate(slots_, capacity_);
+  }
+
+  void push(T&& item) { emplace(std::move(item)); }
+  void push(const T& item) { emplace(item); }
   T pop() {
-    T item = std::move(items_.front());
-    items_.pop_front();
+    T& slot = slots_[head_];
+    T item = std::move(slot);
+    std::destroy_at(&slot);
+    head_ = (head_ + 1) & (capacity_ - 1);
+    --size_;
     return item;
   }
-  std::size_t size() const noexcept { return items_.size(); }
-  void clear() noexcept { items_.clear(); }
+  std::size_t size() const noexcept { return size_; }
+  void clear() noexcept {
+    for (; size_ > 0; --size_) {
+      std::destroy_at(&slots_[head_]);
+      head_ = (head_ + 1) & (capacity_ - 1);
+    }
+    head_ = 0;
+  }
 
  private:
-  std::deque<T> items_;
+  template <class U>
+  void emplace(U&& item) {
+    if (size_ == capacity_) grow();
+    std::construct_at(&slots_[(head_ + size_) & (capacity_ - 1)], std::forward<U>(item));
+    ++size_;
+  }
+  void grow() {
+    const std::size_t capacity = capacity_ ? capacity_ * 2 : 16;
+    T* bigger = std::allocator<T>().allocate(capacity);
+    std::size_t moved = 0;
+    try {
+      for (; moved < size_; ++moved) {
+        std::construct_at(&bigger[moved],
+                          std::move_if_noexcept(slots_[(head_ + moved) & (capacity_ - 1)]));
+      }
+    } catch (...) {
+      std::destroy(bigger, bigger + moved);
+      std::allocator<T>().deallocate(bigger, capacity);
+      throw;
+    }
+    for (std::size_t i = 0; i < size_; ++i) std::destroy_at(&slots_[(head_ + i) & (capacity_ - 1)]);
+    if (slots_) std::allocator<T>().deallocate(slots_, capacity_);
+    slots_ = bigger;
+    capacity_ = capacity;
+    head_ = 0;
+  }
+
+  T* slots_ = nullptr;
+  std::size_t capacity_ = 0;  // 0 or a power of two
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
 };
 
 template <class T>
