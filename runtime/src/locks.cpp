@@ -76,7 +76,9 @@ void Lock::finish_acquire(Waiter& waiter) {
     case Waiter::State::orphaned:
       waiter.throw_orphaned("Lock");
     case Waiter::State::cancelled:
-      // Left the list before any wake-up reached it: nothing to hand on.
+      // Left the list before any wake-up reached it, so it consumed nothing; re-checking the
+      // head (as asyncio does) only matters if the invariant was broken elsewhere.
+      wake_first();
       waiter.throw_cancelled();
     default:
       break;
