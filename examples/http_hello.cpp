@@ -60,7 +60,11 @@ const std::string& date_header() {
     cached_second = now;
     char text[64];
     std::tm tm{};
+#ifdef _WIN32
+    gmtime_s(&tm, &now);
+#else
     gmtime_r(&now, &tm);
+#endif
     std::strftime(text, sizeof text, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     header = text;
   }

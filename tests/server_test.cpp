@@ -4,7 +4,6 @@
 // async_with, close_clients/abort_clients and RAII close.
 #include <gtest/gtest.h>
 #ifndef _WIN32
-#include <sys/socket.h>
 #endif
 #include <sys/stat.h>
 #include <unistd.h>

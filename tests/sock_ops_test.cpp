@@ -10,6 +10,7 @@
 #include <corio/corio.hpp>
 #include <corio/sock_ops.hpp>
 #include <string>
+#include <thread>
 
 namespace corio {
 namespace {
@@ -360,6 +361,36 @@ TEST(SockOps, RegistrationsEndWithTheLoop) {
     }(b, calls));
   }
   EXPECT_EQ(calls, 0);
+}
+
+TEST(SockOps, ASocketOutlivingItsLoopClosesWithoutIt) {
+  Socket kept;
+  Socket peer;
+  {
+    Runner runner;
+    runner.run([](Socket& a, Socket& b) -> Coro<void> {
+      auto [x, y] = Socket::pair();
+      co_await sock_sendall(x, "ping");  // the loop's backend has seen both handles
+      EXPECT_EQ(co_await sock_recv(y, 4), "ping");
+      a = std::move(x);
+      b = std::move(y);
+    }(kept, peer));
+  }  // the loop is gone; closing must not reach into it (ASan would see it)
+  kept.close();
+  char c;
+  EXPECT_EQ(::read(static_cast<int>(peer.fileno()), &c, 1), 0) << "the peer did not see the close";
+}
+
+TEST(SockOps, ClosingFromAnotherThreadGoesThroughTheLoop) {
+  run([]() -> Coro<void> {
+    auto [a, b] = Socket::pair();
+    co_await sock_sendall(a, "x");
+    EXPECT_EQ(co_await sock_recv(b, 1), "x");
+    std::thread closer([s = std::move(a)]() mutable { s.close(); });
+    closer.join();
+    // The close was handed to the loop's thread; the peer sees EOF once it ran.
+    EXPECT_EQ(co_await sock_recv(b, 1), "");
+  }());
 }
 
 TEST(SockOps, AddressHelpers) {

@@ -525,7 +525,8 @@ TEST(Streams, AThousandConcurrentConnections) {
     auto client = [&](int id) -> Coro<void> {
       auto [reader, writer] = co_await open_connection("127.0.0.1", port);
       ++connected;
-      while (connected < kClients) co_await sleep(0.001);  // everybody connected at once
+      // Everybody connected, and every connection accepted and served, at once.
+      while (connected < kClients || open_now < kClients) co_await sleep(0.001);
       const std::string line = "client " + std::to_string(id) + "\n";
       writer.write(line);
       if (co_await reader.readline() == line) ++echoed;
