@@ -33,12 +33,23 @@ std::size_t ThreadPoolExecutor::thread_count() const {
 }
 
 void ThreadPoolExecutor::submit(Job job) {
-  std::lock_guard lock(mutex_);
+  Job unrun;  // declared first, destroyed after the lock: its destructor may report to a loop
+  std::unique_lock lock(mutex_);
   if (shutdown_) throw RuntimeError("cannot schedule new futures after shutdown");
   queue_.push_back(std::move(job));
   // A new thread only when the idle ones cannot take every queued job (Python's rule).
-  if (idle_ < queue_.size() && threads_.size() < max_workers_)
-    threads_.emplace_back([this] { work(); });
+  if (idle_ < queue_.size() && threads_.size() < max_workers_) {
+    try {
+      threads_.emplace_back([this] { work(); });
+    } catch (...) {
+      if (threads_.empty()) {  // nobody could ever run it: take it back
+        unrun = std::move(queue_.back());
+        queue_.pop_back();
+        lock.unlock();
+        throw;
+      }
+    }
+  }
   wake_.notify_one();
 }
 

@@ -14,7 +14,8 @@
 // that way by a task on its loop (asyncio's finalizer hook), and the Runner closes every
 // generator still open when it shuts down (asyncio's shutdown_asyncgens).
 // It must never be resumed by two consumers at once ("already running") and never runs
-// outside the awaiting coroutine's task.
+// outside the awaiting coroutine's task. Destroy a generator on its loop's thread, and not
+// while another task is suspended inside its body (that task would never be resumed).
 #pragma once
 
 #include <concepts>
