@@ -9,7 +9,8 @@
 //     co_await conn.close();                      // C++ has no `finally`, nor co_await in a catch
 //     if (error) std::rethrow_exception(error);   // let it propagate: not suppressed
 //   }
-//   co_await async_with(asynccontextmanager(connection("db")), [&](Conn*& c) -> Coro<void> {...});
+//   co_await async_with(asynccontextmanager(connection("db")),
+//                       [&](Conn*& c) -> Coro<void> { ... });
 //
 // A type is an async context manager when `co_await cm.aenter()` gives the entered value (or
 // void) and `co_await cm.aexit(error)` gives true to suppress `error` (null on success).

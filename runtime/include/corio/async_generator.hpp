@@ -4,8 +4,9 @@
 //   AsyncGenerator<int> ticker(int n) {
 //     for (int i = 0; i < n; ++i) { co_await sleep(1); co_yield i; }
 //   }
-//   while (std::optional<int> v = co_await gen.next()) ...     // __anext__; nullopt =
-//   StopAsyncIteration co_await async_for(ticker(3), [&](int& v) -> Coro<void> { ... });
+//   // __anext__; nullopt is StopAsyncIteration:
+//   while (std::optional<int> v = co_await gen.next()) ...
+//   co_await async_for(ticker(3), [&](int& v) -> Coro<void> { ... });
 //
 // Like a Coro it is lazy: the body starts at the first next(). The generator runs inside the
 // task that awaits next(), so a cancellation of that task reaches the generator's own

@@ -2,10 +2,10 @@
 // out, for a number of context managers only known at run time.
 //
 //   co_await async_with(AsyncExitStack(), [&](AsyncExitStack& stack) -> Coro<void> {
-//     for (auto& name : names) conns.push_back(co_await
-//     stack.enter_async_context(connection(name)));
-//     ...                                   // every entered connection is closed, in reverse,
-//   });                                     // even when a later enter throws
+//     for (auto& name : names)
+//       conns.push_back(co_await stack.enter_async_context(connection(name)));
+//     ...                         // every entered connection is closed, in reverse,
+//   });                           // even when a later enter throws
 //
 // Unwinding follows contextlib exactly: each callback gets the exception pending at that
 // point (null if none); one that returns true suppresses it; one that throws replaces it (the

@@ -6,6 +6,9 @@
 // once; the call itself keeps running on its thread and its result is discarded.
 // Arguments are copied (or moved) when to_thread is called, as for std::thread: pass
 // std::ref(x) to share an object that outlives the call.
+// GCC 12 pitfall: a lambda written inside the co_await expression whose captures have
+// destructors (`co_await to_thread([s = std::string(...)] {...})`) is destroyed twice by the
+// compiler. Capture by reference there, or name the lambda (or the Coro) first.
 #pragma once
 
 #include <absl/functional/any_invocable.h>
