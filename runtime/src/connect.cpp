@@ -1,6 +1,7 @@
 // create_connection: resolve, then connect to each address in order, or race them with
 // happy eyeballs (asyncio's staggered_race): the next attempt starts when the previous one
-// fails or after the delay, the first success wins and the others are cancelled.
+// fails or after the delay, the first success wins and the others are cancelled. It must
+// never leave a losing attempt running, nor return a socket that is not connected.
 #include <cerrno>
 #include <memory>
 #include <optional>

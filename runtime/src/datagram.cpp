@@ -1,5 +1,5 @@
 // create_datagram_endpoint: resolve the addresses, pick a family both agree on, bind and/or
-// connect a datagram socket.
+// connect a datagram socket. It must never block on a name lookup (that goes to dns.cpp).
 #include "corio/datagram.hpp"
 
 #include <cerrno>

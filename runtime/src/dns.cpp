@@ -1,5 +1,6 @@
 // getaddrinfo / getnameinfo off the loop, on the loop's default executor (asyncio does the
-// same), with a test hook to replace the resolver.
+// same), with a test hook to replace the resolver. It must never call the resolver on the
+// loop's thread.
 #include "corio/dns.hpp"
 
 #include <atomic>

@@ -1,4 +1,5 @@
 // IoAwaiter and IoWaitList: the suspension points of corio's networking (see net_io.hpp).
+// Nothing here may resume a coroutine inline or let a coroutine go while its op is in flight.
 #include "corio/detail/net_io.hpp"
 
 #include <cerrno>

@@ -1,5 +1,6 @@
 // asyncio.Server: listening sockets, accept loops (one task per listening socket), the
-// connection count behind wait_closed, and serve_forever.
+// connection count behind wait_closed, and serve_forever. An exception escaping a client
+// callback must never go unreported, and a closed server must never accept again.
 #include "corio/server.hpp"
 
 #include <cerrno>

@@ -1,4 +1,6 @@
 // The sock_* awaiters and add_reader/add_writer on top of repeated wait operations.
+// A callback never runs inside the backend's dispatch, and a watch is never freed while its
+// wait operation is in flight.
 #include "corio/sock_ops.hpp"
 
 #include <absl/synchronization/mutex.h>

@@ -1,5 +1,5 @@
 // Socket ownership and closing, and the registry of open loops that makes closing safe
-// after the loop is gone.
+// after the loop is gone. It must never touch a closed loop, nor another thread's backend.
 #include "corio/socket.hpp"
 
 #include <absl/synchronization/mutex.h>

@@ -1,5 +1,6 @@
 // StreamReader / StreamWriter over a socket: the reader's pull-side recv into its buffer,
-// the writer's background sender with water marks, and connection loss.
+// the writer's background sender with water marks, and connection loss. It must never move
+// or free a buffer an in-flight recv/send points into.
 #include "corio/streams.hpp"
 
 #include <algorithm>

@@ -10,6 +10,7 @@
 // asyncio's transport does. An ICMP error for a connected endpoint surfaces as
 // ConnectionRefusedError on its next operation. Every op is an allocation-free awaiter
 // (see sock_ops.hpp); the data passed to sendto/send must live until the co_await ends.
+// It must never block: host names are resolved off the loop.
 #pragma once
 
 #include <cstddef>

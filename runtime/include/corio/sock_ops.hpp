@@ -8,6 +8,7 @@
 // cancelled op either did nothing or its data is returned and CancelledError comes at the
 // next suspension point. Buffers passed in (spans, string_views) must stay alive until the
 // co_await completes. Use .coro() to turn an op into a Coro (for create_task, gather...).
+// An awaiter must never resume its coroutine while its operation is still in flight.
 #pragma once
 
 #include <coroutine>
