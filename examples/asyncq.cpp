@@ -90,6 +90,10 @@ corio::Coro<void> amain(int nprod, int ncon) {
   co_await corio::gather(std::move(producers));
   co_await q.join();  // Implicitly awaits consumers, too
   for (auto& c : consumers) c.cancel();
+  // C++ only: the consumers refer to q, which dies with this frame, so let them finish
+  // cancelling first (asyncio.run waits for them after main returns anyway; Python's garbage
+  // collector keeps q alive meanwhile).
+  co_await corio::gather(corio::return_exceptions, std::move(consumers));
 }
 
 // argparse's "-p N" / "-pN" / "-c N" / "-cN" as Abseil's --nprod / --ncon.

@@ -69,6 +69,9 @@ corio::Coro<void> producer_consumer_example() {
     co_await corio::gather(std::move(consumers));  // they leave on their own
   } else {
     for (auto& c : consumers) c.cancel();  // Cancel the consumers.
+    // C++ only: they refer to the queue, which dies with this frame, so let them finish
+    // cancelling first (Python's garbage collector keeps the queue alive meanwhile).
+    co_await corio::gather(corio::return_exceptions, std::move(consumers));
   }
   std::printf("🎉 所有任务完成!\n");
 }
