@@ -10,9 +10,11 @@
 
 #if defined(CORIO_BACKEND_IO_URING)
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -25,6 +27,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -248,6 +251,174 @@ TEST(IoUringBackend, PingPongEntersTheKernelOncePerIteration) {
               iterations, static_cast<unsigned long long>(used));
   EXPECT_EQ(used, static_cast<std::uint64_t>(iterations));  // exactly one per iteration
   EXPECT_LE(iterations, kRounds * 2);
+}
+
+// --- accepts served by a multishot accept ---------------------------------------------
+
+core::SocketAddress address_of(int fd, bool peer = false) {
+  core::SocketAddress address;
+  socklen_t len = sizeof address.storage;
+  auto* sa = reinterpret_cast<sockaddr*>(address.storage);
+  EXPECT_EQ(peer ? ::getpeername(fd, sa, &len) : ::getsockname(fd, sa, &len), 0);
+  address.length = len;
+  return address;
+}
+
+Fd tcp_listener() {
+  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&in), sizeof in), 0);
+  EXPECT_EQ(::listen(listener.get(), 64), 0);
+  return listener;
+}
+
+Fd connect_to(const core::SocketAddress& address) {
+  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(
+      ::connect(client.get(), reinterpret_cast<const sockaddr*>(address.storage), address.length),
+      0);
+  return client;
+}
+
+int open_descriptors() {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+TEST(IoUringBackend, ABurstOfConnectionsIsAcceptedInOneGo) {
+  IoUringBackend backend;
+  if (!backend.multishot_accept()) GTEST_SKIP() << "no IORING_ACCEPT_MULTISHOT here";
+  Fd listener = tcp_listener();
+  const core::SocketAddress server = address_of(listener.get());
+  core::SocketAddress peer;
+  TestOp first(OpCode::accept, listener.get());
+  first.address = &peer;
+  EXPECT_FALSE(backend.start(first));  // nobody yet: it waits
+  std::vector<Fd> clients;
+  for (int i = 0; i < 10; ++i) clients.push_back(connect_to(server));
+  run_until(backend, [&] { return first.completions > 0; });
+  ASSERT_GE(first.result, 0);
+  std::vector<Fd> accepted;
+  accepted.emplace_back(static_cast<int>(first.result));
+  EXPECT_EQ(peer, address_of(clients[0].get()));
+  for (int i = 0; i < 5; ++i) backend.wait(kMs);  // let the kernel take the rest
+  // The other nine were accepted already: each accept is answered inline, in arrival order,
+  // with the right peer address.
+  for (std::size_t i = 1; i < clients.size(); ++i) {
+    TestOp next(OpCode::accept, listener.get());
+    next.address = &peer;
+    ASSERT_TRUE(backend.start(next)) << i;
+    ASSERT_GE(next.result, 0);
+    accepted.emplace_back(static_cast<int>(next.result));
+    EXPECT_EQ(peer, address_of(clients[i].get())) << i;
+    EXPECT_EQ(address_of(accepted.back().get(), true), address_of(clients[i].get()));
+    EXPECT_TRUE(::fcntl(accepted.back().get(), F_GETFL) & O_NONBLOCK);
+    EXPECT_TRUE(::fcntl(accepted.back().get(), F_GETFD) & FD_CLOEXEC);
+  }
+  EXPECT_EQ(backend.stats().accepts_inline, 9u);
+  TestOp idle(OpCode::accept, listener.get());
+  EXPECT_FALSE(backend.start(idle));  // the queue is empty again
+  backend.cancel(idle);
+  EXPECT_EQ(idle.state, OpState::cancelled);
+}
+
+TEST(IoUringBackend, ClosingAListenerDropsQueuedConnectionsAndStopsListening) {
+  IoUringBackend backend;
+  if (!backend.multishot_accept()) GTEST_SKIP() << "no IORING_ACCEPT_MULTISHOT here";
+  Fd listener = tcp_listener();
+  const core::SocketAddress server = address_of(listener.get());
+  TestOp waiting(OpCode::accept, listener.get());
+  backend.start(waiting);
+  Fd c1 = connect_to(server), c2 = connect_to(server), c3 = connect_to(server);
+  run_until(backend, [&] { return waiting.completions > 0; });
+  Fd taken(static_cast<int>(waiting.result));
+  for (int i = 0; i < 5; ++i) backend.wait(kMs);
+  backend.close(listener.release());
+  // The two connections nobody took are closed: their clients see the end of the stream.
+  for (Fd* c : {&c2, &c3}) {
+    char byte;
+    EXPECT_EQ(::read(c->get(), &byte, 1), 0);
+  }
+  // And the port no longer accepts: the multishot request did not keep the socket alive.
+  Fd refused(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(
+      ::connect(refused.get(), reinterpret_cast<const sockaddr*>(server.storage), server.length),
+      -1);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  EXPECT_EQ(backend.in_flight(), 0u);
+}
+
+TEST(IoUringBackend, CancelledAcceptWaiterLosesNoConnection) {
+  IoUringBackend backend;
+  Fd listener = tcp_listener();
+  const core::SocketAddress server = address_of(listener.get());
+  TestOp a(OpCode::accept, listener.get()), b(OpCode::accept, listener.get());
+  EXPECT_FALSE(backend.start(a));
+  EXPECT_FALSE(backend.start(b));
+  backend.wait(0);
+  backend.cancel(a);
+  EXPECT_EQ(a.completions, 1);
+  EXPECT_EQ(a.state, OpState::cancelled);
+  Fd client = connect_to(server);
+  run_until(backend, [&] { return b.completions > 0; });
+  ASSERT_GE(b.result, 0);  // the connection went to the waiter still there
+  Fd conn(static_cast<int>(b.result));
+  EXPECT_EQ(address_of(conn.get(), true), address_of(client.get()));
+}
+
+TEST(IoUringBackend, AcceptOnASocketThatIsNotListeningReportsTheError) {
+  for (bool multishot : {true, false}) {
+    IoUringBackend backend(IoUringBackend::Options{.multishot_accept = multishot});
+    Fd sock(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    TestOp op(OpCode::accept, sock.get());
+    if (!backend.start(op)) run_until(backend, [&] { return op.completions > 0; });
+    EXPECT_EQ(op.result, -EINVAL) << multishot;
+    EXPECT_EQ(op.state, OpState::completed);
+    EXPECT_EQ(backend.in_flight(), 0u);
+  }
+}
+
+TEST(IoUringBackend, SingleShotAcceptsWhenMultishotIsOff) {
+  IoUringBackend backend(IoUringBackend::Options{.multishot_accept = false});
+  EXPECT_FALSE(backend.multishot_accept());
+  Fd listener = tcp_listener();
+  const core::SocketAddress server = address_of(listener.get());
+  Fd c1 = connect_to(server), c2 = connect_to(server);
+  for (Fd* c : {&c1, &c2}) {
+    core::SocketAddress peer;
+    TestOp op(OpCode::accept, listener.get());
+    op.address = &peer;
+    EXPECT_FALSE(backend.start(op));  // always the kernel's job
+    run_until(backend, [&] { return op.completions > 0; });
+    ASSERT_GE(op.result, 0);
+    Fd conn(static_cast<int>(op.result));
+    EXPECT_EQ(peer, address_of(c->get()));
+  }
+  EXPECT_EQ(backend.stats().accepts_inline, 0u);
+}
+
+TEST(IoUringBackend, DestroyingTheBackendClosesConnectionsNobodyTook) {
+  Fd listener = tcp_listener();
+  const core::SocketAddress server = address_of(listener.get());
+  std::vector<Fd> clients;
+  const int before = open_descriptors();
+  {
+    IoUringBackend backend;
+    if (!backend.multishot_accept()) GTEST_SKIP() << "no IORING_ACCEPT_MULTISHOT here";
+    TestOp op(OpCode::accept, listener.get());
+    backend.start(op);
+    for (int i = 0; i < 4; ++i) clients.push_back(connect_to(server));
+    run_until(backend, [&] { return op.completions > 0; });
+    ::close(static_cast<int>(op.result));
+    for (int i = 0; i < 5; ++i) backend.wait(kMs);
+  }
+  EXPECT_EQ(open_descriptors(), before + 4);  // the four clients, nothing on the server side
 }
 
 class IoUringFallbacks : public ::testing::TestWithParam<std::tuple<Mode, bool>> {};

@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,7 +43,22 @@ namespace {
 // anything with low bits set is ours (or liburing's internal timeout, ~0) and is not an op.
 constexpr std::uint64_t kWakeToken = 1;
 constexpr std::uint64_t kIgnoreToken = 2;  // cancel requests: their result is not interesting
+constexpr std::uint64_t kAcceptTag = 3;    // a listener's multishot accept: generation, fd, tag
 constexpr std::uint64_t kTagMask = 7;
+
+// Connections a multishot accept may take ahead of the accept operations asking for them;
+// beyond this the request is stopped and the kernel's backlog holds the rest.
+constexpr std::size_t kMaxAcceptedAhead = 4096;
+
+std::uint64_t accept_token(int fd, std::uint32_t generation) {
+  return (std::uint64_t{generation} << 32) | (static_cast<std::uint64_t>(fd) << 3) | kAcceptTag;
+}
+int token_fd(std::uint64_t token) {
+  return static_cast<int>((token >> 3) & 0x1fffffff);
+}
+std::uint32_t token_generation(std::uint64_t token) {
+  return static_cast<std::uint32_t>(token >> 32);
+}
 
 // Larger reads and writes come back short, as read(2) does for MAX_RW_COUNT.
 constexpr std::size_t kMaxIo = 0x7ffff000;
@@ -54,7 +70,12 @@ constexpr core::Nanos kSettleGrace = 50 * kMs;
 // Where an operation is in its small state machine. A request normally completes in one go;
 // if the kernel answers -EAGAIN (a non-blocking file on kernels that do not poll-arm it) the
 // operation polls first and then retries, like a readiness backend would.
-enum class Phase : std::uint8_t { request, poll_then_retry, poll_then_connect_check };
+enum class Phase : std::uint8_t {
+  request,
+  poll_then_retry,
+  poll_then_connect_check,
+  accept_waiter,  // no request of its own: waits for its listener's multishot accept
+};
 
 struct Scratch {
   union {
@@ -106,7 +127,30 @@ struct KernelCaps {
   int setup_error = 0;  // errno from io_uring_setup, 0 when it worked
   std::string missing;  // opcodes the kernel lacks, space separated
   bool cancel_fd = false;
+  bool multishot_accept = false;
 };
+
+// IORING_ACCEPT_MULTISHOT (Linux 5.19): an older kernel rejects the flag with -EINVAL at once.
+// Probed on an autobound abstract unix socket, so no address or file is needed.
+bool probe_multishot_accept(io_uring& ring) {
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) return false;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  bool supported = false;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(sa_family_t)) == 0 &&
+      ::listen(listener, 1) == 0) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_multishot_accept(sqe, listener, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, 1);
+    io_uring_cqe* cqe = nullptr;
+    // Nobody connects: a supported request stays armed and posts nothing.
+    supported = io_uring_submit(&ring) == 1 && io_uring_peek_cqe(&ring, &cqe) != 0;
+    if (!supported && cqe != nullptr) io_uring_cqe_seen(&ring, cqe);
+  }
+  ::close(listener);  // the ring's teardown cancels the request
+  return supported;
+}
 
 const KernelCaps& kernel_caps() {
   static const KernelCaps caps = [] {
@@ -135,6 +179,7 @@ const KernelCaps& kernel_caps() {
         c.cancel_fd = cqe->res >= 0 || cqe->res == -ENOENT;
         io_uring_cqe_seen(&ring, cqe);
       }
+      c.multishot_accept = probe_multishot_accept(ring);
     }
     io_uring_queue_exit(&ring);
     return c;
@@ -184,6 +229,7 @@ IoUringBackend::IoUringBackend(Options options) : options_(options) {
     throw_unavailable(std::string("io_uring_setup: ") + std::strerror(caps.setup_error));
   if (!caps.missing.empty()) throw_unavailable("the kernel lacks IORING_OP" + caps.missing);
   cancel_fd_ = caps.cancel_fd && options_.cancel_by_fd;
+  multishot_accept_ = caps.multishot_accept && options_.multishot_accept;
   if (options_.entries == 0) options_.entries = 1;
   // Blocking on purpose: io_uring poll-arms a read on it (eventfd supports NOWAIT), whereas a
   // non-blocking eventfd may be answered -EAGAIN by older kernels instead of waiting.
@@ -201,6 +247,9 @@ IoUringBackend::IoUringBackend(Options options) : options_(options) {
 IoUringBackend::~IoUringBackend() {
   drain_for_exit();
   close_ring();
+  for (auto& [fd, listener] : listeners_) {
+    for (int conn : listener->accepted) ::close(conn);
+  }
   ::close(wake_fd_);
 }
 
@@ -263,12 +312,23 @@ void IoUringBackend::enable() {
 }
 
 void IoUringBackend::rebind() {
-  if (in_flight_ > 0 || !pending_.empty()) {
+  if (in_flight_ > 0) {
     throw RuntimeError(
         "corio io_uring: the event loop's ring belongs to the thread that first ran it "
         "(IORING_SETUP_SINGLE_ISSUER) and it has operations in flight; run a loop on one "
         "thread at a time");
   }
+  // Connections the old ring accepted stay queued; its multishot requests die with it.
+  try {
+    harvest();
+  } catch (...) {
+  }
+  std::size_t ignored = 0;
+  for (const Completion& c : pending_) {
+    if ((c.user_data & kTagMask) == kAcceptTag) on_accept(c.user_data, c.res, c.flags, ignored);
+  }
+  pending_.clear();
+  for (auto& [fd, listener] : listeners_) listener->armed = listener->stopping = false;
   close_ring();
   open_ring();
   ++stats_.rebuilds;
@@ -397,6 +457,7 @@ bool IoUringBackend::start(Operation& op) {
     op.state = OpState::completed;
     return true;
   }
+  if (op.code == OpCode::accept && multishot_accept_) return start_accept(op);
   ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
   scratch(op).phase = Phase::request;
   prepare(op, get_sqe());
@@ -412,6 +473,14 @@ void IoUringBackend::resubmit(Operation& op) {
 
 void IoUringBackend::cancel(Operation& op) {
   if (!op.in_flight()) return;
+  if (scratch(op).phase == Phase::accept_waiter) {
+    // Nothing of its own in the kernel: leave the queue and finish now.
+    auto it = listeners_.find(static_cast<int>(op.handle));
+    if (it != listeners_.end()) std::erase(it->second->waiters, &op);
+    op.state = OpState::cancel_requested;
+    finish(op, -ECANCELED);
+    return;
+  }
   if (op.state == OpState::submitted) {
     op.state = OpState::cancel_requested;
     io_uring_sqe* sqe = get_sqe();
@@ -424,6 +493,7 @@ void IoUringBackend::cancel(Operation& op) {
 void IoUringBackend::close(core::NativeHandle handle) {
   const int fd = static_cast<int>(handle);
   if (fd < 0) return;
+  forget_listener(fd);
   Operation* head = static_cast<std::size_t>(fd) < fd_heads_.size()
                         ? fd_heads_[static_cast<std::size_t>(fd)]
                         : nullptr;
@@ -525,7 +595,7 @@ void IoUringBackend::harvest() {
     unsigned seen = 0;
     io_uring_cqe* cqe;
     io_uring_for_each_cqe(ring_, head, cqe) {
-      pending_.push_back({cqe->user_data, cqe->res});
+      pending_.push_back({cqe->user_data, cqe->res, cqe->flags});
       ++seen;
     }
     io_uring_cq_advance(ring_, seen);
@@ -558,11 +628,137 @@ std::size_t IoUringBackend::dispatch() {
       if (!shutting_down_) arm_wake();
       continue;
     }
+    if ((c.user_data & kTagMask) == kAcceptTag) {
+      on_accept(c.user_data, c.res, c.flags, completed);
+      continue;
+    }
     if ((c.user_data & kTagMask) != 0) continue;  // a cancel request's own result
     if (complete(*reinterpret_cast<Operation*>(c.user_data), c.res)) ++completed;
   }
   pending_.clear();
   return completed;
+}
+
+// --- accepts served by a multishot accept ----------------------------------------------
+// The first accept on a listener arms one IORING_ACCEPT_MULTISHOT request; the kernel then
+// accepts every connection as it arrives (many per loop iteration, like a readiness loop
+// that accepts until EAGAIN), and accept operations take them in order: inline when one is
+// already there, otherwise as waiters. The peer address comes from getpeername(), since a
+// multishot request has one address buffer for all its connections.
+
+bool IoUringBackend::start_accept(Operation& op) {
+  const int fd = static_cast<int>(op.handle);
+  std::unique_ptr<Listener>& slot = listeners_[fd];
+  if (slot == nullptr) {
+    slot = std::make_unique<Listener>();
+    slot->fd = fd;
+    slot->generation = ++listener_generation_;
+  }
+  Listener& listener = *slot;
+  if (!listener.accepted.empty() || listener.error != 0) {
+    if (!listener.accepted.empty()) {
+      const int conn = listener.accepted.front();
+      listener.accepted.pop_front();
+      ++stats_.accepts_inline;
+      hand_over(op, conn);
+      op.result = conn;
+    } else {
+      op.result = -listener.error;
+      listener.error = 0;
+    }
+    op.state = OpState::completed;
+    return true;
+  }
+  ensure_owner();
+  scratch(op).phase = Phase::accept_waiter;
+  op.state = OpState::submitted;
+  link(op);
+  ++in_flight_;
+  listener.waiters.push_back(&op);
+  if (!listener.armed) arm_accept(listener);
+  return false;
+}
+
+void IoUringBackend::arm_accept(Listener& listener) {
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_multishot_accept(sqe, listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, accept_token(listener.fd, listener.generation));
+  listener.armed = true;
+  listener.stopping = false;
+}
+
+void IoUringBackend::hand_over(Operation& op, int conn) {
+  if (op.address == nullptr) return;
+  socklen_t len = sizeof op.address->storage;
+  if (::getpeername(conn, reinterpret_cast<sockaddr*>(op.address->storage), &len) == 0) {
+    op.address->length = len;
+  } else {
+    op.address->length = 0;  // the peer is already gone; the connection is still delivered
+  }
+}
+
+void IoUringBackend::on_accept(std::uint64_t token, std::int32_t res, std::uint32_t flags,
+                               std::size_t& completed) {
+  auto it = listeners_.find(token_fd(token));
+  if (it == listeners_.end() || it->second->generation != token_generation(token)) {
+    if (res >= 0) ::close(res);  // accepted for a listener that has been closed since
+    return;
+  }
+  Listener& listener = *it->second;
+  if ((flags & IORING_CQE_F_MORE) == 0) listener.armed = listener.stopping = false;
+  if (res >= 0) {
+    if (!listener.waiters.empty()) {
+      Operation& op = *listener.waiters.front();
+      listener.waiters.pop_front();
+      hand_over(op, res);
+      finish(op, res);
+      ++completed;
+    } else {
+      listener.accepted.push_back(res);
+      if (listener.accepted.size() >= kMaxAcceptedAhead && listener.armed && !listener.stopping) {
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_cancel64(sqe, token, 0);
+        io_uring_sqe_set_data64(sqe, kIgnoreToken);
+        listener.stopping = true;
+      }
+    }
+  } else if (res != -ECANCELED) {
+    // The request ended on an error (EMFILE, a socket that is not listening, ...): the next
+    // accept reports it, as a single accept would have.
+    if (!listener.waiters.empty()) {
+      Operation& op = *listener.waiters.front();
+      listener.waiters.pop_front();
+      finish(op, res);
+      ++completed;
+    } else {
+      listener.error = -res;
+    }
+  }
+  if (!listener.armed && !listener.waiters.empty() && !shutting_down_) arm_accept(listener);
+}
+
+// close() of a listener: its waiters are cancelled, connections nobody took are closed, and
+// the multishot request is cancelled at once, so the socket really stops listening.
+void IoUringBackend::forget_listener(int fd) noexcept {
+  auto it = listeners_.find(fd);
+  if (it == listeners_.end()) return;
+  std::unique_ptr<Listener> listener = std::move(it->second);
+  listeners_.erase(it);
+  for (Operation* op : listener->waiters) {
+    op->state = OpState::cancel_requested;
+    finish(*op, -ECANCELED);
+  }
+  for (int conn : listener->accepted) ::close(conn);
+  if (!listener->armed) return;
+  try {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, accept_token(fd, listener->generation), 0);
+    io_uring_sqe_set_data64(sqe, kIgnoreToken);
+    enter(0);  // late connections arrive as stale completions and are closed
+    harvest();
+  } catch (...) {
+    // The ring is unusable; closing the descriptor below still ends the listener's life.
+  }
 }
 
 // One completion for op. Returns true when op is finished (on_complete called).
@@ -613,6 +809,8 @@ bool IoUringBackend::complete(Operation& op, std::int32_t res) {
       resubmit(op);
       return false;
     }
+    case Phase::accept_waiter:
+      break;  // has no request of its own, so no completion either
   }
   return false;
 }
@@ -635,28 +833,34 @@ void IoUringBackend::drain_for_exit() noexcept {
   if (single_issuer_ && (!enabled_ || owner_tid_ != current_tid())) return;
   try {
     std::size_t ops = in_flight_;
-    for (const Completion& c : pending_) {
-      if (c.user_data == kWakeToken) wake_armed_ = false;
-      if ((c.user_data & kTagMask) == 0 && ops > 0) --ops;
-    }
-    pending_.clear();
-    if (ops == 0 && !wake_armed_) return;
+    std::size_t multishots = 0;
+    for (auto& [fd, listener] : listeners_) multishots += listener->armed ? 1 : 0;
+    auto account = [&] {
+      for (const Completion& c : pending_) {
+        if (c.user_data == kWakeToken) wake_armed_ = false;
+        if ((c.user_data & kTagMask) == 0 && ops > 0) --ops;
+        if ((c.user_data & kTagMask) == kAcceptTag) {
+          if (c.res >= 0) ::close(c.res);
+          if ((c.flags & IORING_CQE_F_MORE) == 0 && multishots > 0) --multishots;
+        }
+      }
+      pending_.clear();
+    };
+    account();
+    if (ops == 0 && multishots == 0 && !wake_armed_) return;
     io_uring_sqe* sqe = get_sqe();
     if (cancel_fd_) {
       io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
     } else {
       io_uring_prep_cancel64(sqe, kWakeToken, 0);  // ops cannot be named without touching them
       ops = 0;
+      multishots = 0;
     }
     io_uring_sqe_set_data64(sqe, kIgnoreToken);
-    for (int round = 0; round < 200 && (ops > 0 || wake_armed_); ++round) {
+    for (int round = 0; round < 200 && (ops > 0 || multishots > 0 || wake_armed_); ++round) {
       enter(10'000'000);
       harvest();
-      for (const Completion& c : pending_) {
-        if (c.user_data == kWakeToken) wake_armed_ = false;
-        if ((c.user_data & kTagMask) == 0 && ops > 0) --ops;
-      }
-      pending_.clear();
+      account();
     }
   } catch (...) {
     // Destruction cannot report errors; the kernel cancels what is left when the ring closes.

@@ -16,7 +16,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "corio/core/backend.hpp"
@@ -44,14 +47,16 @@ class IoUringBackend {
     unsigned entries = 256;  // submission queue size; the completion queue is twice that
     TaskRunMode best_mode = TaskRunMode::defer_taskrun;  // lower it to exercise the fallbacks
     bool cancel_by_fd = true;  // use IORING_ASYNC_CANCEL_FD|ALL in close() when the kernel has it
+    bool multishot_accept = true;  // serve accepts from a multishot accept when the kernel has it
   };
 
   // Counters for tests and measurements.
   struct Stats {
-    std::uint64_t enters = 0;        // calls that enter the kernel (submit and/or wait)
-    std::uint64_t rebuilds = 0;      // rings rebuilt because the loop moved to another thread
-    std::uint64_t sq_full = 0;       // submissions forced early by a full submission queue
-    std::uint64_t cq_overflows = 0;  // completions fetched from the kernel's overflow list
+    std::uint64_t enters = 0;          // calls that enter the kernel (submit and/or wait)
+    std::uint64_t rebuilds = 0;        // rings rebuilt because the loop moved to another thread
+    std::uint64_t sq_full = 0;         // submissions forced early by a full submission queue
+    std::uint64_t cq_overflows = 0;    // completions fetched from the kernel's overflow list
+    std::uint64_t accepts_inline = 0;  // accepts answered from connections already accepted
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
@@ -62,7 +67,8 @@ class IoUringBackend {
   IoUringBackend(const IoUringBackend&) = delete;
   IoUringBackend& operator=(const IoUringBackend&) = delete;
 
-  // Always false (submitted) except for an invalid handle, answered without the kernel.
+  // false (submitted), except when the answer needs no kernel call: an invalid handle, or
+  // an accept while the listener's multishot accept holds connections nobody took yet.
   bool start(core::Operation& op);
   // Sends an IORING_OP_ASYNC_CANCEL and enters the kernel at once, so that on_complete has
   // run (-ECANCELED, state cancelled; or the real result if the operation won the race)
@@ -79,12 +85,25 @@ class IoUringBackend {
 
   TaskRunMode mode() const noexcept { return mode_; }
   bool cancels_by_fd() const noexcept { return cancel_fd_; }
+  bool multishot_accept() const noexcept { return multishot_accept_; }
   const Stats& stats() const noexcept { return stats_; }
 
  private:
   struct Completion {
     std::uint64_t user_data;
     std::int32_t res;
+    std::uint32_t flags;
+  };
+  // A listening socket served by a multishot accept: the kernel accepts every connection as
+  // it arrives, and accept operations take them in order (or wait in `waiters`).
+  struct Listener {
+    int fd = -1;
+    std::uint32_t generation = 0;  // in the request's user_data: old requests are recognised
+    bool armed = false;            // the multishot request is in the kernel
+    bool stopping = false;         // a cancel of the multishot request was sent
+    int error = 0;                 // an error the multishot ended with, for the next accept
+    std::deque<int> accepted;      // accepted descriptors nobody took yet (owned here)
+    std::deque<core::Operation*> waiters;
   };
 
   void open_ring();
@@ -105,6 +124,12 @@ class IoUringBackend {
   void link(core::Operation& op);
   void unlink(core::Operation& op);
   void settle(core::Operation* only, int fd);
+  bool start_accept(core::Operation& op);
+  void arm_accept(Listener& listener);
+  void on_accept(std::uint64_t user_data, std::int32_t res, std::uint32_t flags,
+                 std::size_t& completed);
+  void hand_over(core::Operation& op, int fd);
+  void forget_listener(int fd) noexcept;
   void drain_for_exit() noexcept;
 
   ::io_uring* ring_ = nullptr;
@@ -113,6 +138,7 @@ class IoUringBackend {
   bool single_issuer_ = false;  // only owner_ may enter the ring
   bool enabled_ = false;        // single-issuer rings start disabled and bind on first use
   bool cancel_fd_ = false;
+  bool multishot_accept_ = false;
   bool wake_armed_ = false;
   bool shutting_down_ = false;
   int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
@@ -122,6 +148,8 @@ class IoUringBackend {
   // Per-fd doubly linked lists (through Operation::next/prev) of operations in flight, so
   // close() can mark them cancel_requested and never re-arm them on a closed descriptor.
   std::vector<core::Operation*> fd_heads_;
+  std::unordered_map<int, std::unique_ptr<Listener>> listeners_;
+  std::uint32_t listener_generation_ = 0;
   // Completions copied out of the ring and not yet dispatched.
   std::vector<Completion> pending_;
   Stats stats_;
