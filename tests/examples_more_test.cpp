@@ -5,6 +5,7 @@
 // thread examples also get one generous real-clock overlap check, since overlap with a real
 // thread is their point. Random programs are checked against rules derived from their own
 // output (each run is reproducible, but the tests do not hard-code the drawn numbers).
+// It must never assert a wall-clock time beyond those two generous overlap bounds.
 #include <gtest/gtest.h>
 
 #include <algorithm>
