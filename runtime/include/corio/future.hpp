@@ -65,6 +65,8 @@ class FutureBase {
   bool is_task() const noexcept { return is_task_; }
   const std::string& cancel_message() const noexcept { return cancel_message_; }
   FutureBase* next_live() const noexcept { return next_live_; }
+  // Who is waiting for this future (for call graphs).
+  const absl::InlinedVector<core::ReadyItem, 1>& waiters() const noexcept { return waiters_; }
   CancelledError make_cancelled_error() const { return CancelledError(cancel_message_); }
 
  protected:
