@@ -69,6 +69,7 @@ struct Scratch {
       INT from_length;  // WSARecvFrom writes the sender's length here on completion
       DWORD flags;      // WSARecv's in/out flags
       bool advance;     // a file op at the current position: move the file pointer after
+      bool datagram;    // a UDP socket: Winsock's "reset" is Linux's "refused" there
     } io;
     AfdPollInfo poll;  // input and output of IOCTL_AFD_POLL
   };
@@ -266,9 +267,13 @@ const IocpBackend::HandleInfo* IocpBackend::associate(NativeHandle handle, int& 
                                handle_of(handle), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
                                                       FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
   }
-  if (info.kind == Kind::datagram_socket) {
+  sockaddr_storage peer{};
+  int peer_length = sizeof peer;
+  if (info.kind == Kind::datagram_socket &&
+      ::getpeername(socket_of(handle), reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0) {
     // Without this an ICMP "port unreachable" for an earlier send_to makes the NEXT receive
-    // on an unconnected socket fail with WSAECONNRESET; Linux reports nothing there.
+    // on an unconnected socket fail with WSAECONNRESET; Linux reports nothing there. A
+    // connected one keeps the report (Linux gives it ECONNREFUSED); connect turns it back on.
     BOOL report = FALSE;
     DWORD bytes = 0;
     ::WSAIoctl(socket_of(handle), SIO_UDP_CONNRESET, &report, sizeof report, nullptr, 0, &bytes,
@@ -286,6 +291,10 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
   const bool socket = info.kind == Kind::stream_socket || info.kind == Kind::datagram_socket ||
                       info.kind == Kind::other_socket;
   const int flags = op.flags & (MSG_OOB | MSG_PEEK | MSG_DONTROUTE | MSG_WAITALL);
+  if (op.code != OpCode::accept && op.code != OpCode::wait_readable &&
+      op.code != OpCode::wait_writable) {
+    s.io.datagram = info.kind == Kind::datagram_socket;
+  }
   switch (op.code) {
     case OpCode::wait_readable:
     case OpCode::wait_writable: {
@@ -338,7 +347,14 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
       const int length = static_cast<int>(op.address->length);
       if (info.kind != Kind::stream_socket || !is_inet(peer->sa_family)) {
         // Datagram "connects" only set a default peer and never wait; ConnectEx is TCP-only.
-        return ::connect(sock, peer, length) == 0 ? 0 : wsa_outcome(SOCKET_ERROR);
+        if (::connect(sock, peer, length) != 0) return wsa_outcome(SOCKET_ERROR);
+        if (info.kind == Kind::datagram_socket) {
+          BOOL report = TRUE;  // connected: ICMP errors are reported again, as on Linux
+          DWORD ignored = 0;
+          ::WSAIoctl(sock, SIO_UDP_CONNRESET, &report, sizeof report, nullptr, 0, &ignored, nullptr,
+                     nullptr);
+        }
+        return 0;
       }
       const Extensions& ext = extensions();
       if (ext.connect_ex == nullptr) return -EOPNOTSUPP;
@@ -456,6 +472,10 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
 
 void IocpBackend::conclude(Operation& op, int error, std::uint32_t bytes) {
   Scratch& s = scratch(op);
+  if (error == ECONNRESET && op.code != OpCode::accept && op.code != OpCode::wait_readable &&
+      op.code != OpCode::wait_writable && s.io.datagram) {
+    error = ECONNREFUSED;  // an ICMP port unreachable on a connected UDP socket
+  }
   switch (op.code) {
     case OpCode::wait_readable:
     case OpCode::wait_writable:
