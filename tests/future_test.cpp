@@ -126,3 +126,25 @@ TEST(Future, FutureMayOutliveItsLoop) {
 
 }  // namespace
 }  // namespace corio
+
+namespace corio {
+namespace {
+TEST(Future, CallbacksAndAwaitingTasksRunInRegistrationOrder) {
+  EventLoop loop;
+  Future<int> f = loop.create_future<int>();
+  std::vector<std::string> order;
+  f.add_done_callback([&](Future<int>) { order.push_back("callback 1"); });
+  auto waiter = [](Future<int> fut, std::vector<std::string>& log) -> Coro<void> {
+    co_await fut;
+    log.push_back("task");
+  };
+  Task<void> t = loop.create_task(waiter(f, order));
+  loop.call_soon([&] {
+    f.add_done_callback([&](Future<int>) { order.push_back("callback 2"); });
+    f.set_result(1);
+  });
+  loop.run_until_complete(t);
+  EXPECT_EQ(order, (std::vector<std::string>{"callback 1", "task", "callback 2"}));
+}
+}  // namespace
+}  // namespace corio

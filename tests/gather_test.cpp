@@ -131,3 +131,19 @@ TEST(Gather, ChildrenStartInArgumentOrder) {
 }
 }  // namespace
 }  // namespace corio
+
+namespace corio {
+namespace {
+TEST(Gather, AcceptsLeafAwaitablesLikeSleep) {
+  Runner runner({.virtual_time = true});
+  auto main = []() -> Coro<double> {
+    const double start = get_running_loop().time();
+    auto [a, b] = co_await gather(after(2, 7), sleep(3));
+    EXPECT_EQ(a, 7);
+    (void)b;
+    co_return get_running_loop().time() - start;
+  };
+  EXPECT_DOUBLE_EQ(runner.run(main()), 3.0);
+}
+}  // namespace
+}  // namespace corio

@@ -2,6 +2,7 @@
 #include "corio/future.hpp"
 
 #include <algorithm>
+#include <memory>
 
 namespace corio::detail {
 
@@ -12,6 +13,9 @@ FutureBase::FutureBase(EventLoop* loop) : loop_(loop) {
 }
 
 FutureBase::~FutureBase() {
+  for (const core::ReadyItem& entry : waiters_) {
+    if (entry.run == &user_callback_marker) delete static_cast<DoneCallback*>(entry.arg);
+  }
   report_unretrieved_exception({});
   if (loop_ != nullptr) {
     (prev_live_ ? prev_live_->next_live_ : loop_->live_futures_) = next_live_;
@@ -77,21 +81,23 @@ void FutureBase::check_result() {
 void FutureBase::finish(State state) {
   state_ = state;
   if (loop_ == nullptr) return;
-  // Callbacks are only scheduled here, never run, so nothing can add to these lists while
-  // they are walked.
-  for (const core::ReadyItem& waiter : waiters_) loop_->post(waiter);
+  // Only scheduling happens here (no callback runs), so nothing can add to the list while
+  // it is walked; registration order is kept, as asyncio does.
+  auto entries = std::move(waiters_);
   waiters_.clear();
-  if (callbacks_.empty()) return;
-  std::vector<DoneCallback> callbacks = std::move(callbacks_);
-  callbacks_.clear();
-  for (DoneCallback& entry : callbacks) {
+  for (const core::ReadyItem& entry : entries) {
+    if (entry.run != &user_callback_marker) {
+      loop_->post(entry);
+      continue;
+    }
+    std::unique_ptr<DoneCallback> done(static_cast<DoneCallback*>(entry.arg));
     add_ref();
-    loop_->call_soon([self = this, callback = std::move(entry.callback)]() mutable {
+    loop_->call_soon([self = this, done = std::move(done)]() mutable {
       struct Release {
         FutureBase* f;
         ~Release() { f->release(); }
       } release{self};
-      callback(*self);
+      done->callback(*self);
     });
   }
 }
@@ -109,16 +115,23 @@ std::uint64_t FutureBase::add_done_callback(absl::AnyInvocable<void(FutureBase&)
     });
     return id;
   }
-  callbacks_.push_back(DoneCallback{std::move(callback), id});
+  waiters_.push_back({&user_callback_marker, new DoneCallback{std::move(callback), id}});
   return id;
 }
 
 std::size_t FutureBase::remove_done_callback(std::uint64_t id) {
-  const auto before = callbacks_.size();
-  callbacks_.erase(std::remove_if(callbacks_.begin(), callbacks_.end(),
-                                  [id](const DoneCallback& c) { return c.id == id; }),
-                   callbacks_.end());
-  return before - callbacks_.size();
+  std::size_t removed = 0;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    auto* entry = it->run == &user_callback_marker ? static_cast<DoneCallback*>(it->arg) : nullptr;
+    if (entry != nullptr && entry->id == id) {
+      delete entry;
+      it = waiters_.erase(it);
+      ++removed;
+    } else {
+      ++it;
+    }
+  }
+  return removed;
 }
 
 void FutureBase::add_waiter(core::ReadyItem item) {

@@ -93,11 +93,13 @@ class FutureBase {
     absl::AnyInvocable<void(FutureBase&)> callback;
     std::uint64_t id = 0;
   };
+  // Marks a waiters_ entry that stands for a user callback (arg is a DoneCallback*).
+  static void user_callback_marker(void*) {}
   void report_unretrieved(const std::string& task_name) noexcept;
-  // Runtime waiters (awaiting tasks) are plain ready-queue items, kept apart from user
-  // callbacks so the common path touches nothing heavier than 16 bytes.
+  // Everything to schedule when done, in registration order as asyncio keeps it: awaiting
+  // tasks are plain ready-queue items (16 bytes, no allocation); user callbacks are marked
+  // entries pointing at a DoneCallback this future owns.
   absl::InlinedVector<core::ReadyItem, 1> waiters_;
-  std::vector<DoneCallback> callbacks_;
   std::uint64_t next_callback_id_ = 1;
   FutureBase* prev_live_ = nullptr;  // every live future of the loop, so ~EventLoop can
   FutureBase* next_live_ = nullptr;  // detach them and they never touch a dead loop

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "corio/coro.hpp"
+#include "corio/detail/await_result.hpp"
 #include "corio/future.hpp"
 #include "corio/task.hpp"
 
@@ -47,15 +48,45 @@ class Outcome {
 namespace detail {
 
 template <class A>
-using AwaitResult = typename std::remove_cvref_t<A>::value_type;
+struct IsFutureLike : std::false_type {};
+template <class T>
+struct IsFutureLike<Future<T>> : std::true_type {};
+template <class T>
+struct IsFutureLike<Task<T>> : std::true_type {};
+
+// What gathering A yields: a coroutine's or future's value_type, else what co_await gives.
+template <class Plain, class = void>
+struct GatherResult {
+  using type = AwaitResultOf<Plain>;
+};
+template <class Plain>
+struct GatherResult<Plain, std::enable_if_t<IsCoro<Plain>::value || IsFutureLike<Plain>::value>> {
+  using type = typename Plain::value_type;
+};
+template <class A>
+using AwaitResult = typename GatherResult<std::remove_cvref_t<A>>::type;
+
+// Awaits a leaf awaitable (sleep(1), a socket op, ...) inside a coroutine of its own, so it
+// can be scheduled as a task like any coroutine.
+template <class A>
+Coro<AwaitResultOf<A>> await_in_coroutine(A awaitable) {
+  if constexpr (std::is_void_v<AwaitResultOf<A>>) {
+    co_await std::move(awaitable);
+  } else {
+    co_return co_await std::move(awaitable);
+  }
+}
 
 // asyncio.ensure_future: a coroutine becomes a task on `loop`; a future stays itself.
 template <class A>
 Future<AwaitResult<A>> ensure_future(EventLoop& loop, A&& awaitable) {
-  if constexpr (IsCoro<std::remove_cvref_t<A>>::value) {
+  using Plain = std::remove_cvref_t<A>;
+  if constexpr (IsCoro<Plain>::value) {
     return loop.create_task(std::move(awaitable));
-  } else {
+  } else if constexpr (IsFutureLike<Plain>::value) {
     return Future<AwaitResult<A>>(awaitable);
+  } else {
+    return loop.create_task(await_in_coroutine<Plain>(std::move(awaitable)));
   }
 }
 

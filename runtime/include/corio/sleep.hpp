@@ -16,6 +16,9 @@ namespace corio {
 class SleepAwaiter {
  public:
   explicit SleepAwaiter(core::Nanos delay) noexcept : delay_(delay) {}
+  // Movable until awaited (gather takes leaf awaitables by value); never once suspended,
+  // because the armed timer node lives in the awaiter.
+  SleepAwaiter(SleepAwaiter&& other) noexcept : delay_(other.delay_) {}
   SleepAwaiter(const SleepAwaiter&) = delete;
   ~SleepAwaiter() {
     if (timer_.armed()) suspension_.loop()->disarm_timer(timer_);
