@@ -1,7 +1,10 @@
 // The io_uring backend: a completion backend. Every OpCode is submitted to the kernel as its
 // own io_uring request (accept, connect, recv, send, recvmsg, sendmsg, read, write, poll_add);
 // start() only fills a submission entry, and wait() submits the batch and waits for
-// completions with ONE io_uring_enter per loop iteration in steady state.
+// completions with ONE io_uring_enter per loop iteration in steady state. Accepts are served
+// by one multishot accept per listener (probed), so a burst of connections is accepted in
+// one go, as a readiness loop accepting until EAGAIN would. cancel() and close() enter the
+// kernel at once, so cancelled operations are finished when they return, as on epoll.
 //
 // Cross-thread wake-up: an eventfd. The loop thread keeps an IORING_OP_READ armed on it, and
 // wake() (any thread) writes to the eventfd: a plain syscall that never touches the ring, so
