@@ -54,8 +54,7 @@ for config in $configs; do
     io_uring-asan)
       [ -d backends/io_uring ] || continue
       run_config io_uring-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=io_uring -DCORIO_SANITIZE=address,undefined ;;
-    tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=thread \
-            -DCORIO_BUILD_EXAMPLES=OFF ;;
+    tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=thread -DCORIO_BUILD_EXAMPLES=ON ;;
     windows)
       [ -x scripts/test-windows.sh ] && [ -d backends/iocp ] || { echo "=== [windows] not present, skipped"; continue; }
       echo "=== [windows] scripts/test-windows.sh"
