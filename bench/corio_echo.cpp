@@ -29,7 +29,8 @@ corio::Coro<void> echo_connection(corio::Socket sock) {
   char buffer[16 * 1024];
   try {
     for (;;) {
-      const std::size_t n = co_await corio::sock_recv_into(sock, std::span<char>(buffer, sizeof buffer));
+      const std::size_t n =
+          co_await corio::sock_recv_into(sock, std::span<char>(buffer, sizeof buffer));
       if (n == 0) break;
       ++g_messages;
       co_await corio::sock_sendall(sock, std::string_view(buffer, n));
@@ -81,7 +82,9 @@ corio::Coro<void> amain(std::uint16_t port, bool streams) {
   co_await stop;
   std::fprintf(stderr, "corio_echo: %llu messages, %.3f allocations per message\n",
                static_cast<unsigned long long>(g_messages),
-               g_messages ? static_cast<double>(allocations.count()) / static_cast<double>(g_messages) : 0.0);
+               g_messages
+                   ? static_cast<double>(allocations.count()) / static_cast<double>(g_messages)
+                   : 0.0);
   server.cancel();
 }
 
@@ -91,8 +94,10 @@ int main(int argc, char** argv) {
   std::uint16_t port = 9000;
   bool streams = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) port = static_cast<std::uint16_t>(std::atoi(argv[++i]));
-    else if (std::strcmp(argv[i], "--mode") == 0 && i + 1 < argc) streams = std::strcmp(argv[++i], "streams") == 0;
+    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc)
+      port = static_cast<std::uint16_t>(std::atoi(argv[++i]));
+    else if (std::strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
+      streams = std::strcmp(argv[++i], "streams") == 0;
   }
   corio::run(amain(port, streams));
 }

@@ -13,11 +13,13 @@ namespace {
 
 using corio::Coro;
 
-Coro<int> trivial() { co_return 1; }
+Coro<int> trivial() {
+  co_return 1;
+}
 
 void report_allocations(benchmark::State& state, const corio::bench::AllocationScope& scope) {
-  state.counters["allocs/op"] = benchmark::Counter(static_cast<double>(scope.count()),
-                                                   benchmark::Counter::kAvgIterations);
+  state.counters["allocs/op"] =
+      benchmark::Counter(static_cast<double>(scope.count()), benchmark::Counter::kAvgIterations);
 }
 
 // One producer and one consumer task hand items back and forth through two queues; each
@@ -42,8 +44,9 @@ void BM_QueuePingPong(benchmark::State& state) {
     }
     report_allocations(s, scope);
     // Two hand-overs per iteration: producer -> consumer and back.
-    s.counters["ns/item"] = benchmark::Counter(static_cast<double>(s.iterations() * 2),
-                                               benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    s.counters["ns/item"] =
+        benchmark::Counter(static_cast<double>(s.iterations() * 2),
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     to_consumer.put_nowait(-1);
     co_await c;
   };
@@ -112,8 +115,8 @@ void BM_TaskGroupSpawnJoin(benchmark::State& state) {
       });
     }
     s.counters["ns/task"] =
-        benchmark::Counter(static_cast<double>(s.iterations() * n), benchmark::Counter::kIsRate |
-                                                                       benchmark::Counter::kInvert);
+        benchmark::Counter(static_cast<double>(s.iterations() * n),
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     report_allocations(s, scope);
   };
   runner.run(body(state));

@@ -13,7 +13,9 @@ namespace {
 
 using corio::Coro;
 
-Coro<int> trivial() { co_return 1; }
+Coro<int> trivial() {
+  co_return 1;
+}
 
 Coro<int> chain(int depth) {
   if (depth == 0) co_return 0;
@@ -21,8 +23,8 @@ Coro<int> chain(int depth) {
 }
 
 void report_allocations(benchmark::State& state, const corio::bench::AllocationScope& scope) {
-  state.counters["allocs/op"] = benchmark::Counter(static_cast<double>(scope.count()),
-                                                   benchmark::Counter::kAvgIterations);
+  state.counters["allocs/op"] =
+      benchmark::Counter(static_cast<double>(scope.count()), benchmark::Counter::kAvgIterations);
 }
 
 // create_task of a trivial coroutine, then await it: two heap blocks (frame + task state).

@@ -10,7 +10,9 @@ corio::Coro<void> count() {
   std::printf("Two\n");
 }
 
-corio::Coro<void> amain() { co_await corio::gather(count(), count(), count()); }
+corio::Coro<void> amain() {
+  co_await corio::gather(count(), count(), count());
+}
 
 int main(int, char** argv) {
   corio::Runner runner;

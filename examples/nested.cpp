@@ -4,7 +4,9 @@
 
 #include <cstdio>
 
-corio::Coro<int> nested() { co_return 42; }
+corio::Coro<int> nested() {
+  co_return 42;
+}
 
 corio::Coro<void> amain() {
   // Nothing happens if we just call "nested()": a coroutine object is created but not
@@ -14,4 +16,6 @@ corio::Coro<void> amain() {
   std::printf("%d\n", co_await nested());  // will print "42".
 }
 
-int main() { corio::run(amain()); }
+int main() {
+  corio::run(amain());
+}

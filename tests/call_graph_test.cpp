@@ -1,16 +1,22 @@
 // capture_call_graph: the coroutine chain of a suspended task and the tasks awaiting it.
+#include <gtest/gtest.h>
 #include <corio/call_graph.hpp>
 #include <corio/corio.hpp>
-#include <gtest/gtest.h>
 
 #include <string>
 
 namespace corio {
 namespace {
 
-Coro<void> innermost_step() { co_await sleep(10); }
-Coro<void> middle_step() { co_await innermost_step(); }
-Coro<void> worker() { co_await middle_step(); }
+Coro<void> innermost_step() {
+  co_await sleep(10);
+}
+Coro<void> middle_step() {
+  co_await innermost_step();
+}
+Coro<void> worker() {
+  co_await middle_step();
+}
 
 TEST(CallGraph, ShowsTheAwaitChainAndTheWaiters) {
   Runner runner({.virtual_time = true});

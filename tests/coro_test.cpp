@@ -1,14 +1,16 @@
 // Coro<T>: laziness, exception propagation, symmetric transfer on deep chains, the
 // never-awaited warning, and misuse errors.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <string>
 
 namespace corio {
 namespace {
 
-Coro<int> leaf(int x) { co_return x + 1; }
+Coro<int> leaf(int x) {
+  co_return x + 1;
+}
 
 Coro<int> chain(int depth) {
   if (depth == 0) co_return 0;

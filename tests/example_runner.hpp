@@ -22,15 +22,16 @@ inline std::string examples_dir() {
 #endif
 }
 
-inline ExampleOutput run_example(const std::string& name, const std::string& args, bool virtual_time) {
+inline ExampleOutput run_example(const std::string& name, const std::string& args,
+                                 bool virtual_time) {
   std::string command;
 #ifdef _WIN32
-  command = (virtual_time ? "set CORIO_VIRTUAL_TIME=1&& " : "set CORIO_VIRTUAL_TIME=&& ") + examples_dir() + "\\" +
-            name + ".exe " + args + " 2>&1";
+  command = (virtual_time ? "set CORIO_VIRTUAL_TIME=1&& " : "set CORIO_VIRTUAL_TIME=&& ") +
+            examples_dir() + "\\" + name + ".exe " + args + " 2>&1";
   FILE* pipe = _popen(command.c_str(), "r");
 #else
-  command = std::string(virtual_time ? "CORIO_VIRTUAL_TIME=1 " : "CORIO_VIRTUAL_TIME= ") + "'" + examples_dir() +
-            "/" + name + "' " + args + " 2>&1";
+  command = std::string(virtual_time ? "CORIO_VIRTUAL_TIME=1 " : "CORIO_VIRTUAL_TIME= ") + "'" +
+            examples_dir() + "/" + name + "' " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
 #endif
   ExampleOutput out;

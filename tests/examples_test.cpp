@@ -67,7 +67,8 @@ TEST(Examples, FactorialInterleavesAndReturnsInOrder) {
 TEST(Examples, NestedNeverAwaitedDoesNotRunAndWarns) {
   const auto out = run_example("nested", "", false);
   ASSERT_EQ(out.status, 0) << out.text;
-  EXPECT_NE(out.text.find("RuntimeWarning: coroutine 'nested' was never awaited"), std::string::npos)
+  EXPECT_NE(out.text.find("RuntimeWarning: coroutine 'nested' was never awaited"),
+            std::string::npos)
       << out.text;
   EXPECT_NE(out.text.find("42\n"), std::string::npos) << out.text;
 }

@@ -1,6 +1,6 @@
 // Future<T>: states, results, exceptions, callbacks and awaiting, as asyncio.Future.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <string>
 #include <vector>

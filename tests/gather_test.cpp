@@ -1,7 +1,7 @@
 // gather(): concurrency, result shapes, first-exception rule, return_exceptions, and that
 // cancelling the gather cancels its children.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <string>
 #include <vector>
@@ -20,7 +20,9 @@ Coro<std::string> text_after(double delay, std::string value) {
   co_return value;
 }
 
-Coro<void> sleep_then_nothing() { co_await sleep(0.5); }
+Coro<void> sleep_then_nothing() {
+  co_await sleep(0.5);
+}
 
 Coro<void> fail_after(double delay) {
   co_await sleep(delay);
@@ -125,7 +127,9 @@ TEST(Gather, ChildrenStartInArgumentOrder) {
     log.push_back(i);
     co_return;
   };
-  auto main = [&]() -> Coro<void> { co_await gather(mark(started, 1), mark(started, 2), mark(started, 3)); };
+  auto main = [&]() -> Coro<void> {
+    co_await gather(mark(started, 1), mark(started, 2), mark(started, 3));
+  };
   run(main());
   EXPECT_EQ(started, (std::vector<int>{1, 2, 3}));
 }

@@ -1,7 +1,7 @@
 // EventLoop: scheduling order, timers never early, handles, threadsafe wake-up, stop/close
 // rules and asyncio's errors for misuse.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -182,7 +182,8 @@ TEST(EventLoop, CannotRunInsideARunningLoop) {
   outer.run_forever();
   EXPECT_EQ(error_outer, "This event loop is already running");
   EXPECT_EQ(error_inner,
-            "Cannot run the event loop while another loop is running / Cannot close a running event loop");
+            "Cannot run the event loop while another loop is running / Cannot close a running "
+            "event loop");
 }
 
 TEST(EventLoop, RunningLoopIsVisibleOnlyWhileRunning) {

@@ -1,7 +1,7 @@
 // run() and Runner: results, several runs on one loop, shutdown that cancels and waits for
 // leftover tasks, and the errors asyncio gives for misuse.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <string>
 #include <vector>

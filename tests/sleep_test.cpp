@@ -1,7 +1,7 @@
 // sleep(): sleep(0) yields exactly one iteration, delays never end early, negative delays
 // are 0, and concurrent sleeps overlap.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <chrono>
 #include <string>
@@ -57,7 +57,9 @@ TEST(Sleep, NegativeIsZero) {
   EXPECT_LT(run(main()), 1.0);
 }
 
-Coro<void> sleep_task(double d) { co_await sleep(d); }
+Coro<void> sleep_task(double d) {
+  co_await sleep(d);
+}
 
 TEST(Sleep, ConcurrentSleepsOverlapOnVirtualTime) {
   Runner runner({.virtual_time = true});

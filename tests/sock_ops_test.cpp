@@ -378,7 +378,8 @@ TEST(SockOps, ASocketOutlivingItsLoopClosesWithoutIt) {
   }  // the loop is gone; closing must not reach into it (ASan would see it)
   kept.close();
   char c;
-  EXPECT_EQ(testing::os::read(static_cast<int>(peer.fileno()), &c, 1), 0) << "the peer did not see the close";
+  EXPECT_EQ(testing::os::read(static_cast<int>(peer.fileno()), &c, 1), 0)
+      << "the peer did not see the close";
 }
 
 TEST(SockOps, ClosingFromAnotherThreadGoesThroughTheLoop) {

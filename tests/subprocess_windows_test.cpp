@@ -1,7 +1,7 @@
 // On Windows subprocesses are not implemented yet: every entry point must say so with
 // NotImplementedError (never a link error, never a half-started process).
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 namespace corio {
 namespace {

@@ -1,7 +1,7 @@
 // Task<T>: scheduling, results, cancellation at every kind of suspension point, the
 // cancelling()/uncancel() counts, current_task/all_tasks, and reporting of lost errors.
-#include <corio/corio.hpp>
 #include <gtest/gtest.h>
+#include <corio/corio.hpp>
 
 #include <string>
 #include <vector>
@@ -9,7 +9,9 @@
 namespace corio {
 namespace {
 
-Coro<int> answer() { co_return 42; }
+Coro<int> answer() {
+  co_return 42;
+}
 
 TEST(Task, CreateTaskRunsOnTheNextIteration) {
   EventLoop loop;

@@ -20,7 +20,8 @@ TEST(TimerHeap, PopsInDeadlineOrderAndTiesInArmingOrder) {
   }
   std::vector<TimerNode*> order;
   while (TimerNode* n = heap.pop()) order.push_back(n);
-  const std::vector<TimerNode*> expected = {&nodes[1], &nodes[3], &nodes[5], &nodes[2], &nodes[0], &nodes[4]};
+  const std::vector<TimerNode*> expected = {&nodes[1], &nodes[3], &nodes[5],
+                                            &nodes[2], &nodes[0], &nodes[4]};
   EXPECT_EQ(order, expected);
   for (auto& n : nodes) EXPECT_FALSE(n.armed());
 }

@@ -18,7 +18,8 @@ FutureCallGraph capture(const detail::TaskBase* task, int depth) {
   if (depth < kMaxAwaitedByDepth) {
     for (const core::ReadyItem& waiter : task->waiters()) {
       if (waiter.run == &detail::TaskBase::step) {
-        graph.awaited_by.push_back(capture(static_cast<const detail::TaskBase*>(waiter.arg), depth + 1));
+        graph.awaited_by.push_back(
+            capture(static_cast<const detail::TaskBase*>(waiter.arg), depth + 1));
       }
     }
   }
@@ -30,8 +31,8 @@ void format(const FutureCallGraph& graph, const std::string& indent, std::string
   if (!graph.call_stack.empty()) {
     out += indent + "+ Call stack:\n";
     for (auto it = graph.call_stack.rbegin(); it != graph.call_stack.rend(); ++it) {
-      out += indent + "|   File '" + it->file + "', line " + std::to_string(it->line) + ", in async " +
-             it->function + "\n";
+      out += indent + "|   File '" + it->file + "', line " + std::to_string(it->line) +
+             ", in async " + it->function + "\n";
     }
   }
   if (!graph.awaited_by.empty()) {
@@ -65,8 +66,12 @@ std::string format_call_graph() {
   return out;
 }
 
-void print_call_graph(const AnyTask& task, std::FILE* out) { std::fputs(format_call_graph(task).c_str(), out); }
+void print_call_graph(const AnyTask& task, std::FILE* out) {
+  std::fputs(format_call_graph(task).c_str(), out);
+}
 
-void print_call_graph(std::FILE* out) { std::fputs(format_call_graph().c_str(), out); }
+void print_call_graph(std::FILE* out) {
+  std::fputs(format_call_graph().c_str(), out);
+}
 
 }  // namespace corio

@@ -68,7 +68,9 @@ EventLoop& get_running_loop() {
   return *t_running_loop;
 }
 
-EventLoop* try_get_running_loop() noexcept { return t_running_loop; }
+EventLoop* try_get_running_loop() noexcept {
+  return t_running_loop;
+}
 
 EventLoop::EventLoop() : EventLoop(Options{}) {}
 
@@ -194,7 +196,8 @@ void EventLoop::run_once() {
   drain_threadsafe();
   if (options_.virtual_time && ready_.empty() && !timers_.empty()) {
     // Nothing can happen before the next timer: let virtual time reach it.
-    if (jump || backend_.in_flight() > 0) virtual_now_ = std::max(virtual_now_, timers_.top()->deadline);
+    if (jump || backend_.in_flight() > 0)
+      virtual_now_ = std::max(virtual_now_, timers_.top()->deadline);
   }
   if (!timers_.empty()) {  // reading the clock costs a vDSO call: only when a timer is armed
     const core::Nanos now = now_ns();
@@ -226,7 +229,8 @@ void EventLoop::run_ready(std::size_t count) {
     item.run(item.arg);
     const core::Nanos took = core::monotonic_now() - started;
     if (took >= threshold) {
-      std::fprintf(stderr, "corio: executing %s took %.3f seconds\n", what.c_str(), core::to_seconds(took));
+      std::fprintf(stderr, "corio: executing %s took %.3f seconds\n", what.c_str(),
+                   core::to_seconds(took));
     }
   }
 }
@@ -316,13 +320,15 @@ void EventLoop::call_exception_handler(const ExceptionContext& context) {
   try {
     exception_handler_(*this, context);
   } catch (...) {
-    default_exception_handler({"Unhandled error in exception handler", std::current_exception(), {}});
+    default_exception_handler(
+        {"Unhandled error in exception handler", std::current_exception(), {}});
     default_exception_handler(context);
   }
 }
 
 void EventLoop::default_exception_handler(const ExceptionContext& context) {
-  std::string text = context.message.empty() ? "Unhandled exception in event loop" : context.message;
+  std::string text =
+      context.message.empty() ? "Unhandled exception in event loop" : context.message;
   if (!context.task_name.empty()) text += "\ntask: " + context.task_name;
   if (context.exception) text += "\n" + describe(context.exception);
   std::fprintf(stderr, "%s\n", text.c_str());
@@ -336,6 +342,8 @@ void Handle::cancel() {
   }
 }
 
-double TimerHandle::when() const noexcept { return core::to_seconds(state_->timer.deadline); }
+double TimerHandle::when() const noexcept {
+  return core::to_seconds(state_->timer.deadline);
+}
 
 }  // namespace corio

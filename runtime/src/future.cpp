@@ -25,9 +25,9 @@ FutureBase::~FutureBase() {
 
 void FutureBase::report_unretrieved(const std::string& task_name) noexcept {
   exception_retrieved_ = true;
-  ExceptionContext context{is_task_ ? "Task exception was never retrieved"
-                                    : "Future exception was never retrieved",
-                           exception_, task_name};
+  ExceptionContext context{
+      is_task_ ? "Task exception was never retrieved" : "Future exception was never retrieved",
+      exception_, task_name};
   if (loop_ != nullptr) {
     loop_->call_exception_handler(context);
   } else {
@@ -152,6 +152,8 @@ bool FutureBase::remove_waiter(core::ReadyItem item) noexcept {
   return false;
 }
 
-void FutureAccess::finish_ok(FutureBase* base) { base->finish(FutureBase::State::finished); }
+void FutureAccess::finish_ok(FutureBase* base) {
+  base->finish(FutureBase::State::finished);
+}
 
 }  // namespace corio::detail

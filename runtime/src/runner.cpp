@@ -30,7 +30,9 @@ Runner::Runner(Options options) {
   loop_ = std::make_unique<EventLoop>(loop_options);
 }
 
-Runner::~Runner() { close(); }
+Runner::~Runner() {
+  close();
+}
 
 EventLoop& Runner::get_loop() {
   if (closed_) throw RuntimeError("Runner is closed");
@@ -62,12 +64,14 @@ void Runner::close() {
     }
     // asyncio.run's shutdown_asyncgens and shutdown_default_executor: steps registered by
     // the runtime pieces that need the loop running to clean up. Steps may add steps.
-    for (auto steps = loop_->take_shutdown_steps(); !steps.empty(); steps = loop_->take_shutdown_steps()) {
+    for (auto steps = loop_->take_shutdown_steps(); !steps.empty();
+         steps = loop_->take_shutdown_steps()) {
       for (EventLoop::ShutdownStep& step : steps) {
         try {
           loop_->run_until_complete(step());
         } catch (...) {
-          loop_->call_exception_handler({"error in a shutdown step of corio::run()", std::current_exception(), {}});
+          loop_->call_exception_handler(
+              {"error in a shutdown step of corio::run()", std::current_exception(), {}});
         }
       }
     }

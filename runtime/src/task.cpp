@@ -8,7 +8,11 @@ namespace detail {
 
 TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise,
                    std::string name)
-    : FutureBase(loop), root_(root), root_promise_(root_promise), resume_point_(root), name_(std::move(name)) {
+    : FutureBase(loop),
+      root_(root),
+      root_promise_(root_promise),
+      resume_point_(root),
+      name_(std::move(name)) {
   is_task_ = true;
   if (name_.empty()) number_ = ++loop->task_counter_;
   root_promise_->task = this;
@@ -123,7 +127,9 @@ void Suspension::arm(CancelHook hook) {
   }
 }
 
-void Suspension::wake() { loop_->post(wake_item()); }
+void Suspension::wake() {
+  loop_->post(wake_item());
+}
 
 void Suspension::end(bool leaf_cancelled, bool deliver_pending) {
   if (task_ == nullptr) {
@@ -166,7 +172,9 @@ void warn_never_awaited(const char* function_name) noexcept {
 
 }  // namespace detail
 
-AnyTask current_task(EventLoop& loop) { return AnyTask(loop.current_task()); }
+AnyTask current_task(EventLoop& loop) {
+  return AnyTask(loop.current_task());
+}
 
 AnyTask current_task() {
   EventLoop* loop = try_get_running_loop();
@@ -181,6 +189,8 @@ std::vector<AnyTask> all_tasks(EventLoop& loop) {
   return tasks;
 }
 
-std::vector<AnyTask> all_tasks() { return all_tasks(get_running_loop()); }
+std::vector<AnyTask> all_tasks() {
+  return all_tasks(get_running_loop());
+}
 
 }  // namespace corio

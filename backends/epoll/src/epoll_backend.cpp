@@ -26,7 +26,8 @@ using core::OpCode;
 using core::Operation;
 using core::OpState;
 
-static_assert(sizeof(IoBuffer) == sizeof(iovec) && offsetof(IoBuffer, data) == offsetof(iovec, iov_base) &&
+static_assert(sizeof(IoBuffer) == sizeof(iovec) &&
+              offsetof(IoBuffer, data) == offsetof(iovec, iov_base) &&
               offsetof(IoBuffer, size) == offsetof(iovec, iov_len));
 
 namespace {
@@ -55,7 +56,9 @@ bool still_ready(int fd, bool reader) {
   return ::poll(&p, 1, 0) > 0;
 }
 
-std::int64_t syscall_result(long r) { return r >= 0 ? r : -static_cast<std::int64_t>(errno); }
+std::int64_t syscall_result(long r) {
+  return r >= 0 ? r : -static_cast<std::int64_t>(errno);
+}
 
 msghdr make_msghdr(Operation& op) {
   msghdr msg{};
@@ -63,7 +66,8 @@ msghdr make_msghdr(Operation& op) {
   msg.msg_iovlen = op.buffer_count;
   if (op.address != nullptr) {
     msg.msg_name = op.address->storage;
-    msg.msg_namelen = op.code == OpCode::recv_msg ? sizeof(op.address->storage) : op.address->length;
+    msg.msg_namelen =
+        op.code == OpCode::recv_msg ? sizeof(op.address->storage) : op.address->length;
   }
   return msg;
 }
@@ -87,7 +91,8 @@ std::int64_t attempt(Operation& op) {
       case OpCode::connect: {
         // First attempt issues connect(); a retry after writability reads SO_ERROR.
         if (op.state == OpState::idle) {
-          r = ::connect(fd, reinterpret_cast<const sockaddr*>(op.address->storage), op.address->length);
+          r = ::connect(fd, reinterpret_cast<const sockaddr*>(op.address->storage),
+                        op.address->length);
           if (r < 0 && errno == EINPROGRESS) return -EAGAIN;
         } else {
           int err = 0;
@@ -127,12 +132,14 @@ std::int64_t attempt(Operation& op) {
       }
       case OpCode::read_at:
         // Regular files are always "ready" to epoll; pipes and ttys use offset ~0 for read().
-        r = op.offset == ~std::uint64_t{0} ? ::read(fd, op.buffer, op.length)
-                                           : ::pread(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
+        r = op.offset == ~std::uint64_t{0}
+                ? ::read(fd, op.buffer, op.length)
+                : ::pread(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
         break;
       case OpCode::write_at:
-        r = op.offset == ~std::uint64_t{0} ? ::write(fd, op.buffer, op.length)
-                                           : ::pwrite(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
+        r = op.offset == ~std::uint64_t{0}
+                ? ::write(fd, op.buffer, op.length)
+                : ::pwrite(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
         break;
       default:
         return -EINVAL;
@@ -173,7 +180,8 @@ EpollBackend::~EpollBackend() {
 }
 
 EpollBackend::FdState& EpollBackend::state_for(int fd) {
-  if (static_cast<std::size_t>(fd) >= fds_.size()) fds_.resize(static_cast<std::size_t>(fd) * 2 + 16);
+  if (static_cast<std::size_t>(fd) >= fds_.size())
+    fds_.resize(static_cast<std::size_t>(fd) * 2 + 16);
   return fds_[static_cast<std::size_t>(fd)];
 }
 
@@ -211,7 +219,7 @@ void EpollBackend::ensure_registered(int fd, FdState& state) {
 void EpollBackend::finish(Operation& op, std::int64_t result) {
   op.result = result;
   op.state = (result == -ECANCELED && op.state == OpState::cancel_requested) ? OpState::cancelled
-                                                                              : OpState::completed;
+                                                                             : OpState::completed;
   op.on_complete(&op);
 }
 
@@ -294,13 +302,15 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     if (have_pwait2_) {
       timespec ts{static_cast<time_t>(timeout / core::kNanosPerSecond),
                   static_cast<long>(timeout % core::kNanosPerSecond)};
-      n = static_cast<int>(::syscall(SYS_epoll_pwait2, epoll_fd_, events, kMaxEvents, &ts, nullptr, 0));
+      n = static_cast<int>(
+          ::syscall(SYS_epoll_pwait2, epoll_fd_, events, kMaxEvents, &ts, nullptr, 0));
       if (n < 0 && errno == ENOSYS) have_pwait2_ = false;
     }
     if (!have_pwait2_) {
       // Round up to whole milliseconds: waking late is allowed, waking early is not useful.
       const core::Nanos ms = (timeout + 999'999) / 1'000'000;
-      n = ::epoll_wait(epoll_fd_, events, kMaxEvents, ms > INT_MAX ? INT_MAX : static_cast<int>(ms));
+      n = ::epoll_wait(epoll_fd_, events, kMaxEvents,
+                       ms > INT_MAX ? INT_MAX : static_cast<int>(ms));
     }
   }
   if (n < 0) {

@@ -20,7 +20,7 @@ struct FrameCallGraphEntry {
 };
 
 struct FutureCallGraph {
-  std::string task_name;                      // empty for a plain future
+  std::string task_name;  // empty for a plain future
   bool done = false;
   std::vector<FrameCallGraphEntry> call_stack;  // outermost coroutine first
   std::vector<FutureCallGraph> awaited_by;      // tasks waiting for this one

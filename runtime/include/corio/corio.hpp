@@ -1,11 +1,11 @@
 // The whole of corio's public API in one include, laid out as asyncio's documentation is.
 #pragma once
 
-#include "corio/core/errors.hpp"
 #include "corio/as_completed.hpp"
 #include "corio/async_context.hpp"
 #include "corio/async_generator.hpp"
 #include "corio/call_graph.hpp"
+#include "corio/core/errors.hpp"
 #include "corio/coro.hpp"
 #include "corio/datagram.hpp"
 #include "corio/dns.hpp"

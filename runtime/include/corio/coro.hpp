@@ -70,7 +70,8 @@ struct PromiseBase {
       PromiseBase& promise = self.promise();
       if (promise.parent) promise.parent->child = nullptr;
       if (promise.task) return finish_task(promise.task);
-      return promise.continuation ? Trampoline::transfer(promise.continuation) : std::noop_coroutine();
+      return promise.continuation ? Trampoline::transfer(promise.continuation)
+                                  : std::noop_coroutine();
     }
     void await_resume() const noexcept {}
   };
@@ -83,9 +84,9 @@ struct PromiseBase {
   static std::coroutine_handle<> finish_task(TaskBase* task) noexcept;
 
   std::coroutine_handle<> continuation;
-  TaskBase* task = nullptr;        // set when this coroutine is a task's root
-  PromiseBase* parent = nullptr;   // the coroutine awaiting this one (for call graphs)
-  PromiseBase* child = nullptr;    // the coroutine this one awaits
+  TaskBase* task = nullptr;       // set when this coroutine is a task's root
+  PromiseBase* parent = nullptr;  // the coroutine awaiting this one (for call graphs)
+  PromiseBase* child = nullptr;   // the coroutine this one awaits
   std::exception_ptr exception;
   const char* function;  // where the coroutine is defined, for warnings and call graphs
   const char* file;
@@ -99,10 +100,8 @@ struct Promise : PromiseBase {
       : PromiseBase(where) {}
   Coro<T> get_return_object() noexcept;
   template <class U = T>
-    requires std::is_convertible_v<U&&, T>
-  void return_value(U&& value) {
-    result.emplace(std::forward<U>(value));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& value) { result.emplace(std::forward<U>(value)); }
   std::optional<T> result;
 };
 

@@ -75,7 +75,8 @@ class FutureBase {
   void ensure_pending(const char* operation) const;
   // Reports an exception nobody looked at (once); called by the most derived destructor.
   void report_unretrieved_exception(const std::string& task_name) noexcept {
-    if (state_ == State::finished && exception_ && !exception_retrieved_) report_unretrieved(task_name);
+    if (state_ == State::finished && exception_ && !exception_retrieved_)
+      report_unretrieved(task_name);
   }
 
   EventLoop* loop_;
@@ -119,7 +120,8 @@ struct FutureAccess;
 template <class T>
 class FutureAwaiter {
  public:
-  FutureAwaiter(FutureBase* base, std::optional<Stored<T>>* value) noexcept : base_(base), value_(value) {
+  FutureAwaiter(FutureBase* base, std::optional<Stored<T>>* value) noexcept
+      : base_(base), value_(value) {
     base_->add_ref();
   }
   FutureAwaiter(FutureAwaiter&& other) noexcept
@@ -207,14 +209,13 @@ class Future {
   bool cancel(std::string message = {}) { return base_->cancel(std::move(message)); }
 
   template <class U = T>
-    requires(!std::is_void_v<U>)
-  void set_result(detail::Stored<U> value) {
+  requires(!std::is_void_v<U>) void set_result(detail::Stored<U> value) {
     ensure_settable();
     value_->emplace(std::move(value));
     finish_ok();
   }
   template <class U = T>
-    requires std::is_void_v<U>
+  requires std::is_void_v<U>
   void set_result() {
     ensure_settable();
     value_->emplace();
@@ -222,8 +223,7 @@ class Future {
   }
   void set_exception(std::exception_ptr exception) { base_->set_exception(std::move(exception)); }
   template <class E>
-    requires(!std::is_same_v<std::decay_t<E>, std::exception_ptr>)
-  void set_exception(E&& error) {
+  requires(!std::is_same_v<std::decay_t<E>, std::exception_ptr>) void set_exception(E&& error) {
     base_->set_exception(std::make_exception_ptr(std::forward<E>(error)));
   }
 

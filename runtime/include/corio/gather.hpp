@@ -92,7 +92,8 @@ Future<AwaitResult<A>> ensure_future(EventLoop& loop, A&& awaitable) {
 
 template <class T>
 Outcome<T> outcome_of(const Future<T>& child) {
-  if (child.cancelled()) return Outcome<T>(std::make_exception_ptr(child.base()->make_cancelled_error()));
+  if (child.cancelled())
+    return Outcome<T>(std::make_exception_ptr(child.base()->make_cancelled_error()));
   if (std::exception_ptr error = child.exception()) return Outcome<T>(error);
   return Outcome<T>(**child.value_slot());
 }
@@ -176,7 +177,8 @@ template <class Result, class... T>
 class TupleGathering final : public GatheringState<Result> {
  public:
   TupleGathering(EventLoop* loop, bool return_exceptions, std::tuple<Future<T>...> children)
-      : GatheringState<Result>(loop, sizeof...(T), return_exceptions), children_(std::move(children)) {
+      : GatheringState<Result>(loop, sizeof...(T), return_exceptions),
+        children_(std::move(children)) {
     this->watch_children();
   }
 
@@ -184,7 +186,8 @@ class TupleGathering final : public GatheringState<Result> {
   FutureBase& child(std::size_t index) override {
     FutureBase* found = nullptr;
     std::size_t i = 0;
-    std::apply([&](auto&... c) { ((i++ == index ? (found = c.base()) : nullptr), ...); }, children_);
+    std::apply([&](auto&... c) { ((i++ == index ? (found = c.base()) : nullptr), ...); },
+               children_);
     return *found;
   }
   Result collect() override {
@@ -205,7 +208,8 @@ template <class Result, class T>
 class VectorGathering final : public GatheringState<Result> {
  public:
   VectorGathering(EventLoop* loop, bool return_exceptions, std::vector<Future<T>> children)
-      : GatheringState<Result>(loop, children.size(), return_exceptions), children_(std::move(children)) {
+      : GatheringState<Result>(loop, children.size(), return_exceptions),
+        children_(std::move(children)) {
     this->watch_children();
   }
 
@@ -236,8 +240,8 @@ Future<Result> make_gathering(EventLoop& loop, Args&&... args) {
 
 // gather(a, b, c) -> Future<tuple<A, B, C>> (void results become std::monostate).
 template <class... A>
-  requires(sizeof...(A) > 0 && !(std::is_same_v<std::remove_cvref_t<A>, ReturnExceptions> || ...))
-auto gather(A&&... awaitables) {
+requires(sizeof...(A) > 0 && !(std::is_same_v<std::remove_cvref_t<A>, ReturnExceptions> ||
+                               ...)) auto gather(A&&... awaitables) {
   EventLoop& loop = get_running_loop();
   using Result = std::tuple<detail::Stored<detail::AwaitResult<A>>...>;
   // Braces: children are scheduled left to right, as asyncio does (a call's arguments
@@ -268,7 +272,8 @@ auto gather(std::vector<A> awaitables) {
   children.reserve(awaitables.size());
   for (auto& a : awaitables) children.push_back(detail::ensure_future(loop, std::move(a)));
   using Result = std::vector<detail::Stored<T>>;
-  return detail::make_gathering<Result, detail::VectorGathering<Result, T>>(loop, false, std::move(children));
+  return detail::make_gathering<Result, detail::VectorGathering<Result, T>>(loop, false,
+                                                                            std::move(children));
 }
 
 template <class A>
@@ -279,7 +284,8 @@ auto gather(ReturnExceptions, std::vector<A> awaitables) {
   children.reserve(awaitables.size());
   for (auto& a : awaitables) children.push_back(detail::ensure_future(loop, std::move(a)));
   using Result = std::vector<Outcome<T>>;
-  return detail::make_gathering<Result, detail::VectorGathering<Result, T>>(loop, true, std::move(children));
+  return detail::make_gathering<Result, detail::VectorGathering<Result, T>>(loop, true,
+                                                                            std::move(children));
 }
 
 }  // namespace corio

@@ -73,7 +73,9 @@ class Handle {
 
   // The callback will not run (no effect if it already ran).
   void cancel();
-  bool cancelled() const noexcept { return state_ && state_->cancelled.load(std::memory_order_relaxed); }
+  bool cancelled() const noexcept {
+    return state_ && state_->cancelled.load(std::memory_order_relaxed);
+  }
   explicit operator bool() const noexcept { return state_ != nullptr; }
 
  protected:

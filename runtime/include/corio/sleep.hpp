@@ -38,7 +38,9 @@ class SleepAwaiter {
   bool cancelled_ = false;
 };
 
-inline SleepAwaiter sleep(double seconds) { return SleepAwaiter(seconds > 0 ? core::from_seconds(seconds) : 0); }
+inline SleepAwaiter sleep(double seconds) {
+  return SleepAwaiter(seconds > 0 ? core::from_seconds(seconds) : 0);
+}
 
 template <class Rep, class Period>
 SleepAwaiter sleep(std::chrono::duration<Rep, Period> delay) {

@@ -21,7 +21,8 @@ namespace detail {
 
 class TaskBase : public FutureBase {
  public:
-  TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise, std::string name);
+  TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise,
+           std::string name);
   ~TaskBase() override;
 
   bool cancel(std::string message = {}) override;
@@ -107,9 +108,7 @@ class AnyTask {
   detail::TaskBase* get() const noexcept { return task_; }
 
   // Waits for the task to finish; rethrows its exception (the result is not returned).
-  auto operator co_await() const noexcept {
-    return detail::FutureAwaiter<void>(task_, nullptr);
-  }
+  auto operator co_await() const noexcept { return detail::FutureAwaiter<void>(task_, nullptr); }
 
  private:
   detail::TaskBase* task_ = nullptr;

@@ -31,7 +31,8 @@ concept Backend = requires(B& backend, const B& const_backend, Operation& op, Na
   // dispatches them. Returns how many operations completed.
   { backend.wait(timeout) } -> std::same_as<std::size_t>;
   // Interrupts a wait() in progress or the next one. Safe from any thread, any time.
-  { backend.wake() } noexcept -> std::same_as<void>;
+  { backend.wake() }
+  noexcept->std::same_as<void>;
   // Operations started and not yet completed.
   { const_backend.in_flight() } -> std::same_as<std::size_t>;
   // Cancels every operation on `handle`, forgets it, and closes it.

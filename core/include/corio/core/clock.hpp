@@ -20,7 +20,9 @@ inline Nanos monotonic_now() noexcept {
       .count();
 }
 
-inline double to_seconds(Nanos n) noexcept { return static_cast<double>(n) / 1e9; }
+inline double to_seconds(Nanos n) noexcept {
+  return static_cast<double>(n) / 1e9;
+}
 
 // Seconds to nanoseconds, saturating: an infinite or huge delay means "no deadline",
 // and NaN is treated as 0 (fire as soon as possible) rather than as undefined behaviour.

@@ -72,10 +72,10 @@ class OSError : public std::system_error {
   int error_number() const noexcept { return code().value(); }
 };
 
-#define CORIO_OS_ERROR_SUBCLASS(Name, Base)  \
-  class Name : public Base {                 \
-   public:                                   \
-    using Base::Base;                        \
+#define CORIO_OS_ERROR_SUBCLASS(Name, Base) \
+  class Name : public Base {                \
+   public:                                  \
+    using Base::Base;                       \
   }
 
 CORIO_OS_ERROR_SUBCLASS(TimeoutError, OSError);

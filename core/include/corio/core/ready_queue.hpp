@@ -17,7 +17,8 @@ struct ReadyItem {
 
 class ReadyQueue {
  public:
-  ReadyQueue() : ring_(std::make_unique<ReadyItem[]>(kInitialCapacity)), mask_(kInitialCapacity - 1) {}
+  ReadyQueue()
+      : ring_(std::make_unique<ReadyItem[]>(kInitialCapacity)), mask_(kInitialCapacity - 1) {}
 
   void push(ReadyItem item) {
     if (size_ == mask_ + 1) grow();
