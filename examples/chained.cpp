@@ -11,22 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "seeded_random.hpp"
+
 namespace {
 
-std::mt19937 rng(444);
-
-// random.randint(a, b): uniform in [a, b], by rejection (portable, unlike the std
-// distributions).
-int randint(int a, int b) {
-  const std::uint32_t span = static_cast<std::uint32_t>(b - a) + 1;
-  const std::uint32_t limit =
-      static_cast<std::uint32_t>((std::uint64_t{1} << 32) / span * span - 1);
-  std::uint32_t x;
-  do {
-    x = rng();
-  } while (x > limit);
-  return a + static_cast<int>(x % span);
-}
+using examples::randint;
 
 corio::Coro<std::string> part1(int n) {
   const int i = randint(0, 10);

@@ -9,22 +9,11 @@
 #include <cstdio>
 #include <random>
 
+#include "seeded_random.hpp"
+
 namespace {
 
-std::mt19937 rng(444);
-
-// random.randint(a, b): uniform in [a, b], by rejection (std::uniform_int_distribution is not
-// specified bit for bit, and this program's output should not depend on the standard library).
-int randint(int a, int b) {
-  const std::uint32_t span = static_cast<std::uint32_t>(b - a) + 1;
-  const std::uint32_t limit =
-      static_cast<std::uint32_t>((std::uint64_t{1} << 32) / span * span - 1);
-  std::uint32_t x;
-  do {
-    x = rng();
-  } while (x > limit);
-  return a + static_cast<int>(x % span);
-}
+using examples::randint;
 
 // ANSI colours: end of colour, cyan, red, magenta.
 const char* const c[] = {"\033[0m", "\033[36m", "\033[91m", "\033[35m"};

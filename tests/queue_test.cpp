@@ -3,8 +3,10 @@
 // task_done()/join() accounting and 3.13 shutdown(). Sleeps use virtual time.
 // This binary replaces the global operator new to count allocations.
 #include <gtest/gtest.h>
+
 #include <corio/corio.hpp>
 #include <corio/queues.hpp>
+#include "virtual_time_harness.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -33,23 +35,8 @@ void operator delete(void* p, std::size_t) noexcept {
 namespace corio {
 namespace {
 
-constexpr Runner::Options kVirtual{.debug = false, .virtual_time = true};
-
-// Runs `body` as a task under virtual time. A bug that leaves it blocked fails the test after
-// `limit` virtual seconds instead of hanging it.
-void run_test(Coro<void> body, double limit = 10000) {
-  run(
-      [](Coro<void> body, double limit) -> Coro<void> {
-        auto task = create_task(std::move(body));
-        for (double waited = 0; !task.done() && waited < limit; waited += 1) co_await sleep(1);
-        if (!task.done()) {
-          ADD_FAILURE() << "the test body is still blocked after " << limit << " virtual seconds";
-          co_return;  // the Runner cancels it
-        }
-        co_await task;
-      }(std::move(body), limit),
-      kVirtual);
-}
+using testing_support::kVirtual;
+using testing_support::run_test;
 
 template <class T>
 Coro<void> getter(Queue<T>& q, std::vector<T>& got, std::string* outcome = nullptr) {
