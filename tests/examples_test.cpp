@@ -73,4 +73,28 @@ TEST(Examples, NestedNeverAwaitedDoesNotRunAndWarns) {
   EXPECT_NE(out.text.find("42\n"), std::string::npos) << out.text;
 }
 
+TEST(Examples, FetchConcurrentlyFromRealLoopbackServers) {
+  const auto out = run_example("fetch_concurrently", "", /*virtual_time=*/false);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("['Data from url1', 'Data from url2', 'Data from url3']"),
+            std::string::npos)
+      << out.text;
+  // Each server answers after 1 s: fetched one after another this would take 3 s.
+  const auto at = out.text.find("elapsed ");
+  ASSERT_NE(at, std::string::npos) << out.text;
+  const double seconds = std::stod(out.text.substr(at + 8));
+  EXPECT_GE(seconds, 1.0);
+  EXPECT_LT(seconds, 2.5);
+}
+
+#ifndef _WIN32
+TEST(Examples, SubprocessPipelineCountsWords) {
+  const auto out = run_example("subprocess_pipeline", "", false);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("      3 apple\n      2 banana\n      1 cherry\n"), std::string::npos)
+      << out.text;
+  EXPECT_NE(out.text.find("uniq exited with 0"), std::string::npos) << out.text;
+}
+#endif
+
 }  // namespace
