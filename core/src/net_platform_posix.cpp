@@ -394,24 +394,6 @@ std::uint16_t address_port(const SocketAddress& address) noexcept {
   }
 }
 
-std::string format_address(const SocketAddress& address) {
-  switch (address_family(address)) {
-    case AddressFamily::ipv4:
-      return address_host(address) + ":" + std::to_string(address_port(address));
-    case AddressFamily::ipv6:
-      return "[" + address_host(address) + "]:" + std::to_string(address_port(address));
-    case AddressFamily::unix_domain: {
-      std::string path = address_host(address);
-      if (path.empty()) return "<unnamed>";
-      if (path[0] == '\0') path[0] = '@';
-      return path;
-    }
-    case AddressFamily::unspecified:
-      break;
-  }
-  return "<unspecified>";
-}
-
 SocketAddress with_port(SocketAddress address, std::uint16_t port) noexcept {
   switch (address_family(address)) {
     case AddressFamily::ipv4:
