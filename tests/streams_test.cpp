@@ -498,7 +498,8 @@ TEST(Streams, AThousandConcurrentConnections) {
     // Known bug, not yet fixed: on io_uring this test hangs intermittently when another
     // process loads the machine (5 of 25 runs with a second streams_test running; never
     // when alone, never on epoll). Skipped here so the rest of the suite gates CI.
-    GTEST_SKIP() << "known intermittent hang on io_uring under load (see the session's closing note)";
+    GTEST_SKIP()
+        << "known intermittent hang on io_uring under load (see the session's closing note)";
   }
   constexpr int kClients = 1000;
 #ifndef _WIN32  // Windows has no descriptor limit to raise
