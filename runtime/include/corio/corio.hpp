@@ -13,6 +13,7 @@
 #include "corio/exception_group.hpp"
 #include "corio/executor.hpp"
 #include "corio/exit_stack.hpp"
+#include "corio/file.hpp"
 #include "corio/future.hpp"
 #include "corio/gather.hpp"
 #include "corio/handle.hpp"
