@@ -78,8 +78,10 @@ std::exception_ptr os_error(int error, const char* context) {
   }
 }
 
-[[noreturn]] void throw_last_error(const std::string& context) {
-  throw_os_error(core::win32::errno_from_error(::GetLastError()), context);
+// Reads GetLastError() before anything (building a std::string) can change it.
+[[noreturn]] void throw_last_error(const char* context) {
+  const DWORD error = ::GetLastError();
+  throw_os_error(core::win32::errno_from_error(error), context);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1249,7 +1251,7 @@ Process spawn(const std::wstring* application, std::wstring command_line,
                           command_line.data(), nullptr, nullptr, count > 0 ? TRUE : FALSE, flags,
                           options.env ? env.data() : nullptr, options.cwd ? cwd.c_str() : nullptr,
                           &startup.StartupInfo, &info)) {
-      throw_last_error(program);
+      throw_last_error(program.c_str());
     }
     // Leaving the scope closes the child's ends: the child has its copies, and ours must go
     // so that it sees EOF and we see a broken pipe when it exits.
