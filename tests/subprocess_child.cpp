@@ -18,6 +18,7 @@
 //   sleep MS              sleeps MS milliseconds, reading nothing
 //   sleep-then-count MS   sleeps, then does what count does
 //   print-then-sleep TEXT MS   does what print does, then sleeps
+//   zero-write-then TEXT  makes a zero-length write to stdout, then prints TEXT
 //   close-stdin-then MS TEXT   closes stdin, sleeps, prints TEXT
 #include <chrono>
 #include <cstdio>
@@ -27,6 +28,9 @@
 #include <thread>
 
 #ifdef _WIN32
+// clang-format off
+#include <windows.h>
+// clang-format on
 #include <direct.h>
 #include <fcntl.h>
 #include <io.h>
@@ -129,6 +133,18 @@ int main(int argc, char** argv) {
   } else if (mode == "print-then-sleep" && argc == 4) {
     put(stdout, decode(argv[2]));
     nap(argv[3]);
+  } else if (mode == "zero-write-then" && argc == 3) {
+    // A zero-length write straight to the handle (stdio would skip it): on a Windows byte
+    // pipe it can complete the reader's pending read with 0 bytes, which is not EOF.
+    nap("50");
+#ifdef _WIN32
+    DWORD written = 0;
+    ::WriteFile(::GetStdHandle(STD_OUTPUT_HANDLE), "", 0, &written, nullptr);
+#else
+    if (::write(1, "", 0) < 0) return 102;
+#endif
+    nap("50");
+    put(stdout, argv[2]);
   } else if (mode == "close-stdin-then" && argc == 4) {
     std::fclose(stdin);  // closes descriptor 0, and with it the pipe's handle
     nap(argv[2]);

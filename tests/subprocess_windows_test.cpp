@@ -217,6 +217,16 @@ TEST(SubprocessChild, ReadlineReadexactlyAndReaduntil) {
   run(main());
 }
 
+TEST(SubprocessChild, AZeroLengthWriteIsNotEof) {
+  auto main = []() -> Coro<void> {
+    Process proc = co_await child("zero-write-then", "after", SubprocessOptions{.std_out = PIPE});
+    EXPECT_EQ(co_await proc.std_out()->read(), "after");  // the read is pending at the write
+    EXPECT_TRUE(proc.std_out()->at_eof());
+    EXPECT_EQ(co_await proc.wait(), 0);
+  };
+  run(main());
+}
+
 TEST(SubprocessChild, OverlongLineRaisesAndIsDiscarded) {
   auto main = []() -> Coro<void> {
     SubprocessOptions options{.std_out = PIPE};
