@@ -16,9 +16,10 @@ namespace corio {
 
 namespace detail {
 
+constexpr std::size_t kRecvChunk = 64 * 1024;
+
 namespace {
 
-constexpr std::size_t kRecvChunk = 64 * 1024;
 constexpr std::size_t kDefaultHighWater = 64 * 1024;
 
 void ignore_completion(core::Operation*) {}
@@ -369,23 +370,38 @@ void check_exception(const ReaderState& r) {
   if (r.exception) std::rethrow_exception(r.exception);
 }
 
+enum class Scan { found, need_more, found_past_limit, past_limit };
+
+// asyncio's readuntil search without raising: `at` is the separator's position (found...) or
+// how far the search got (past_limit); `offset` is where the next search resumes.
+Scan scan_separator(const ReaderState& r, std::string_view separator, std::size_t& offset,
+                    std::size_t& at) noexcept {
+  const std::string_view view = r.buffer.view();
+  if (view.size() < offset + separator.size()) return Scan::need_more;
+  const std::size_t found = view.find(separator, offset);
+  if (found != std::string_view::npos) {
+    at = found;
+    return found > r.limit ? Scan::found_past_limit : Scan::found;
+  }
+  offset = view.size() + 1 - separator.size();
+  at = offset;
+  return offset > r.limit ? Scan::past_limit : Scan::need_more;
+}
+
 // asyncio's readuntil search: the separator's position, or nullopt to wait for more.
 // Throws LimitOverrunError (leaving the buffer untouched) past the limit.
 std::optional<std::size_t> find_separator(const ReaderState& r, std::string_view separator,
                                           std::size_t& offset) {
-  const std::string_view view = r.buffer.view();
-  if (view.size() >= offset + separator.size()) {
-    const std::size_t found = view.find(separator, offset);
-    if (found != std::string_view::npos) {
-      if (found > r.limit) {
-        throw LimitOverrunError("Separator is found, but chunk is longer than limit", found);
-      }
-      return found;
-    }
-    offset = view.size() + 1 - separator.size();
-    if (offset > r.limit) {
-      throw LimitOverrunError("Separator is not found, and chunk exceed the limit", offset);
-    }
+  std::size_t at = 0;
+  switch (scan_separator(r, separator, offset, at)) {
+    case Scan::found:
+      return at;
+    case Scan::found_past_limit:
+      throw LimitOverrunError("Separator is found, but chunk is longer than limit", at);
+    case Scan::past_limit:
+      throw LimitOverrunError("Separator is not found, and chunk exceed the limit", at);
+    case Scan::need_more:
+      break;
   }
   return std::nullopt;
 }
@@ -459,17 +475,260 @@ StreamReader::StreamReader(std::size_t limit)
   if (limit == 0) throw ValueError("Limit cannot be <= 0");
 }
 
-Coro<std::string> StreamReader::read(std::ptrdiff_t n) {
-  return detail::do_read(state_, n);
+// --- StreamRead -----------------------------------------------------------------------
+// The same steps as the do_* coroutines above (which remain a hand-fed reader's slow path),
+// as a state machine: try_complete() answers from the buffer, start_receive() receives more.
+// A receive that finishes in the backend's dispatch (after_recv) only commits the bytes and
+// decides: either the answer is complete (settle() takes it, so no later reader can take
+// those bytes first) and the coroutine is woken, or the next receive is started from the
+// ready queue (continue_receive). Errors and EOF are applied in await_resume, outside any
+// dispatch. Bytes received are always committed to the buffer before anything can throw.
+
+namespace {
+const char* read_name(StreamRead::Kind kind) noexcept {
+  switch (kind) {
+    case StreamRead::Kind::read:
+      return "read";
+    case StreamRead::Kind::readexactly:
+      return "readexactly";
+    case StreamRead::Kind::readuntil:
+      return "readuntil";
+    case StreamRead::Kind::readline:
+      return "readline";
+  }
+  return "read";
 }
-Coro<std::string> StreamReader::readline() {
-  return detail::do_readline(state_);
+}  // namespace
+
+// true: result_ holds the answer (taken from the buffer); false: more bytes are needed.
+// Raises as the asyncio method does.
+bool StreamRead::try_complete() {
+  detail::ReaderState& r = *state_;
+  switch (kind_) {
+    case Kind::read: {
+      detail::check_exception(r);
+      if (n_ == 0) break;
+      if (n_ < 0) {
+        if (!r.eof) return false;
+        result_ = r.buffer.take(r.buffer.size());
+        break;
+      }
+      if (r.buffer.empty() && !r.eof) return false;
+      result_ = r.buffer.take(std::min(static_cast<std::size_t>(n_), r.buffer.size()));
+      break;
+    }
+    case Kind::readexactly: {
+      if (n_ < 0) throw ValueError("readexactly size can not be less than zero");
+      detail::check_exception(r);
+      const auto wanted = static_cast<std::size_t>(n_);
+      if (r.buffer.size() < wanted) {
+        if (r.eof) throw IncompleteReadError(r.buffer.take(r.buffer.size()), wanted);
+        return false;
+      }
+      result_ = r.buffer.take(wanted);
+      break;
+    }
+    case Kind::readuntil: {
+      if (separator_.empty()) throw ValueError("Separator should be at least one-byte string");
+      detail::check_exception(r);
+      if (std::optional<std::size_t> found = detail::find_separator(r, separator_, offset_)) {
+        result_ = r.buffer.take(*found + separator_.size());
+        break;
+      }
+      if (r.eof) throw IncompleteReadError(r.buffer.take(r.buffer.size()), 0);
+      return false;
+    }
+    case Kind::readline: {
+      detail::check_exception(r);
+      constexpr std::string_view kNewline = "\n";
+      std::optional<std::size_t> found;
+      try {
+        found = detail::find_separator(r, kNewline, offset_);
+      } catch (const LimitOverrunError& e) {
+        // asyncio's readline: drop the over-long line (through its newline if it is there).
+        if (r.buffer.view().substr(e.consumed()).starts_with(kNewline)) {
+          r.buffer.consume(e.consumed() + kNewline.size());
+        } else {
+          r.buffer.clear();
+        }
+        throw ValueError(e.what());
+      }
+      if (found) {
+        result_ = r.buffer.take(*found + kNewline.size());
+      } else if (r.eof) {
+        result_ = r.buffer.take(r.buffer.size());
+      } else {
+        return false;
+      }
+      break;
+    }
+  }
+  done_ = true;
+  return true;
 }
-Coro<std::string> StreamReader::readexactly(std::ptrdiff_t n) {
-  return detail::do_readexactly(state_, n);
+
+// Whether try_complete() would ask for more bytes (rather than answer or raise).
+bool StreamRead::needs_more() const noexcept {
+  const detail::ReaderState& r = *state_;
+  if (r.exception || r.eof) return false;
+  switch (kind_) {
+    case Kind::read:
+      return n_ != 0 && (n_ < 0 || r.buffer.empty());
+    case Kind::readexactly:
+      return n_ >= 0 && r.buffer.size() < static_cast<std::size_t>(n_);
+    case Kind::readuntil:
+    case Kind::readline: {
+      const std::string_view separator =
+          kind_ == Kind::readline ? std::string_view("\n") : std::string_view(separator_);
+      if (separator.empty()) return false;
+      std::size_t offset = offset_;
+      std::size_t at = 0;
+      return detail::scan_separator(r, separator, offset, at) == detail::Scan::need_more;
+    }
+  }
+  return false;
 }
-Coro<std::string> StreamReader::readuntil(std::string separator) {
-  return detail::do_readuntil(state_, std::move(separator));
+
+// try_complete() outside the coroutine: an exception is kept for await_resume.
+bool StreamRead::settle() noexcept {
+  if (needs_more()) return false;
+  try {
+    try_complete();
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+  done_ = true;
+  return true;
+}
+
+// Receives once into the reader's buffer. true: finished at once (bytes, EOF or the error
+// are in the reader); false: in flight, after_recv continues.
+bool StreamRead::start_receive() {
+  detail::ReaderState& r = *state_;
+  detail::StreamTransport& t = *r.transport;
+  absorbed_ = false;
+  if (t.is_closed()) {
+    // The connection is gone: its loss was recorded (EOF or error) by connection_lost.
+    if (!r.eof && !r.exception) r.eof = true;
+    absorbed_ = true;
+    return true;
+  }
+  op_.code = core::OpCode::recv;
+  op_.handle = t.handle();
+  op_.buffer = r.buffer.prepare(detail::kRecvChunk);
+  op_.length = r.buffer.writable();
+  op_.flags = 0;
+  after_ = &after_recv;
+  if (!start_io()) {
+    r.receiving = true;  // the buffer must not move now
+    return false;
+  }
+  absorb(finish_io());
+  absorbed_ = true;
+  return true;
+}
+
+// Applies a receive's outcome to the reader (never inside the backend's dispatch: a
+// connection error closes the transport).
+void StreamRead::absorb(std::int64_t n) {
+  detail::ReaderState& r = *state_;
+  if (n > 0) {
+    r.buffer.commit(static_cast<std::size_t>(n));
+  } else if (n == 0) {
+    r.eof = true;  // the peer's FIN; writing stays possible (half-close)
+  } else if (r.transport->is_closed()) {
+    // Closed under us: connection_lost already recorded EOF or the error.
+    if (!r.eof && !r.exception) r.eof = true;
+  } else {
+    std::exception_ptr error = detail::make_os_error(static_cast<int>(-n), "recv");
+    r.exception = error;
+    r.transport->connection_lost(error);
+  }
+}
+
+bool StreamRead::await_ready() {
+  if (try_complete()) return true;
+  detail::ReaderState& r = *state_;
+  if (!r.transport) {
+    // Fed by hand: wait in a coroutine for feed_data / feed_eof / set_exception.
+    switch (kind_) {
+      case Kind::read:
+        slow_ = detail::do_read(state_, n_);
+        break;
+      case Kind::readexactly:
+        slow_ = detail::do_readexactly(state_, n_);
+        break;
+      case Kind::readuntil:
+        slow_ = detail::do_readuntil(state_, std::move(separator_));
+        break;
+      case Kind::readline:
+        slow_ = detail::do_readline(state_);
+        break;
+    }
+    return false;
+  }
+  if (r.waiting) {
+    throw RuntimeError(std::string(read_name(kind_)) +
+                       "() called while another coroutine is already waiting for incoming data");
+  }
+  while (start_receive()) {
+    if (try_complete()) return true;
+  }
+  return false;
+}
+
+void StreamRead::suspend(std::coroutine_handle<> handle) {
+  state_->waiting = true;
+  suspend_io(handle);  // may cancel the receive at once (a cancellation was pending)
+}
+
+void StreamRead::after_recv(IoAwaiter* base) {
+  // Inside the backend's dispatch: commit and decide, start nothing.
+  auto* self = static_cast<StreamRead*>(base);
+  const std::int64_t n = self->op_.result;
+  if (self->op_.state == core::OpState::completed && n > 0) {
+    detail::ReaderState& r = *self->state_;
+    r.receiving = false;
+    r.buffer.commit(static_cast<std::size_t>(n));
+    self->absorbed_ = true;
+    if (!self->settle()) {
+      if (!self->cancel_requested_) {
+        self->post_continuation(&continue_receive);
+        return;
+      }
+      self->cancelled_ = true;  // stopped by the cancellation; the bytes stay buffered
+    }
+  }
+  self->suspension_.wake();
+}
+
+void StreamRead::continue_receive(void* arg) {
+  auto* self = static_cast<StreamRead*>(static_cast<IoAwaiter*>(arg));
+  if (!self->take_continuation()) return;  // cancelled meanwhile: the bytes stay buffered
+  try {
+    for (;;) {
+      if (!self->start_receive()) return;  // in flight: after_recv goes on
+      if (self->settle()) break;
+    }
+  } catch (...) {
+    self->error_ = std::current_exception();
+  }
+  self->suspension_.wake();
+}
+
+std::string StreamRead::await_resume() {
+  if (slow_) return slow_.operator co_await().await_resume();
+  if (done_ && !suspended_) return std::move(result_);
+  detail::ReaderState& r = *state_;
+  r.waiting = false;
+  r.receiving = false;
+  const bool absorbed = absorbed_;
+  const std::int64_t n = finish_io();  // CancelledError: what was received stays buffered
+  if (error_) std::rethrow_exception(error_);
+  if (done_) return std::move(result_);
+  if (!absorbed) absorb(n);
+  if (!try_complete()) throw RuntimeError("StreamReader: woken before the read could complete");
+  return std::move(result_);
 }
 
 bool StreamReader::at_eof() const noexcept {

@@ -9,6 +9,10 @@
 // queue falls to the low-water mark. Data is std::string / std::string_view throughout.
 // Cancelling any read keeps the bytes already received in the buffer for the next read;
 // cancelling drain() leaves the queued bytes to be sent.
+// The reads return a StreamRead awaiter rather than a coroutine: one that the buffer already
+// answers completes without suspending or allocating, and one that must wait receives from
+// inside the awaiter (its operation lives in the awaiting frame), so a read allocates
+// nothing but the std::string it returns.
 // When the last StreamWriter handle goes away the connection is closed (after flushing),
 // as asyncio's StreamWriter.__del__ does. Nothing here ever blocks the thread, and no byte
 // received is ever dropped by a cancellation.
@@ -30,6 +34,7 @@
 #include "corio/detail/net_io.hpp"
 #include "corio/sock_ops.hpp"
 #include "corio/socket.hpp"
+#include "corio/task.hpp"
 
 namespace corio {
 
@@ -42,6 +47,64 @@ class StreamTransport;
 class WriterState;
 }  // namespace detail
 
+// What StreamReader::read / readline / readexactly / readuntil return: co_await it for the
+// bytes (as awaiting the coroutine asyncio's methods return). It completes at once, without
+// suspending, when the buffer already holds the answer. Otherwise a reader on a socket
+// receives into its buffer from this awaiter, which wakes the coroutine only once the
+// answer is complete; a hand-fed reader waits in a coroutine. It works wherever an awaitable
+// is taken (gather, wait_for, shield...); create_task(read) is overloaded below, and it
+// converts to Coro<std::string> (coro()) for anything that needs a coroutine.
+// It must be awaited at most once, and never moved once awaited.
+class [[nodiscard]] StreamRead : private detail::IoAwaiter {
+ public:
+  enum class Kind : std::uint8_t { read, readexactly, readuntil, readline };
+
+  StreamRead(std::shared_ptr<detail::ReaderState> state, Kind kind, std::ptrdiff_t n,
+             std::string separator) noexcept
+      : state_(std::move(state)), separator_(std::move(separator)), n_(n), kind_(kind) {}
+  // Only before it is awaited (to wrap it in a coroutine).
+  StreamRead(StreamRead&& other) noexcept
+      : IoAwaiter(std::move(other)),
+        state_(std::move(other.state_)),
+        separator_(std::move(other.separator_)),
+        n_(other.n_),
+        kind_(other.kind_) {}
+  StreamRead& operator=(StreamRead&&) = delete;
+
+  bool await_ready();
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> handle) {
+    if (slow_) return slow_.operator co_await().await_suspend(handle);
+    suspend(handle);
+    return std::noop_coroutine();
+  }
+  std::string await_resume();
+
+  Coro<std::string> coro() && { return detail::awaiter_coro(std::move(*this)); }
+  operator Coro<std::string>() && { return std::move(*this).coro(); }
+
+ private:
+  bool try_complete();
+  bool needs_more() const noexcept;
+  bool settle() noexcept;
+  bool start_receive();
+  void absorb(std::int64_t n);
+  void suspend(std::coroutine_handle<> handle);
+  static void after_recv(IoAwaiter* base);
+  static void continue_receive(void* arg);
+
+  std::shared_ptr<detail::ReaderState> state_;
+  std::string separator_;
+  std::string result_;
+  std::exception_ptr error_;  // raised by a step that ran outside the coroutine
+  Coro<std::string> slow_;    // a hand-fed reader's wait
+  std::ptrdiff_t n_;
+  std::size_t offset_ = 0;  // where the separator search resumes
+  Kind kind_;
+  bool done_ = false;      // result_ holds the answer
+  bool absorbed_ = false;  // op_'s outcome is in the reader already
+};
+
 class StreamReader {
  public:
   // A reader fed by hand (feed_data / feed_eof), as StreamReader(limit=...) in asyncio.
@@ -50,15 +113,21 @@ class StreamReader {
       : state_(std::move(state)) {}
 
   // Up to n bytes (n < 0: until EOF). Empty at EOF.
-  Coro<std::string> read(std::ptrdiff_t n = -1);
+  StreamRead read(std::ptrdiff_t n = -1) {
+    return StreamRead(state_, StreamRead::Kind::read, n, {});
+  }
   // One line including "\n"; at EOF the partial line (or empty). A line longer than the
   // limit raises ValueError and is discarded, as asyncio does (use readuntil to keep it).
-  Coro<std::string> readline();
+  StreamRead readline() { return StreamRead(state_, StreamRead::Kind::readline, 0, {}); }
   // Exactly n bytes; IncompleteReadError (with the partial bytes) if EOF comes first.
-  Coro<std::string> readexactly(std::ptrdiff_t n);
+  StreamRead readexactly(std::ptrdiff_t n) {
+    return StreamRead(state_, StreamRead::Kind::readexactly, n, {});
+  }
   // Up to and including `separator`. LimitOverrunError if the limit is exceeded first: the
   // data stays in the buffer. IncompleteReadError at EOF (expected() is 0: undefined).
-  Coro<std::string> readuntil(std::string separator = "\n");
+  StreamRead readuntil(std::string separator = "\n") {
+    return StreamRead(state_, StreamRead::Kind::readuntil, 0, std::move(separator));
+  }
 
   bool at_eof() const noexcept;
   void feed_data(std::string_view data);
@@ -75,6 +144,11 @@ class StreamReader {
  private:
   std::shared_ptr<detail::ReaderState> state_;
 };
+
+// asyncio.create_task(reader.readline()): a read runs as a task like any coroutine.
+inline Task<std::string> create_task(StreamRead read, std::string name = {}) {
+  return create_task(std::move(read).coro(), std::move(name));
+}
 
 // co_await writer.drain()
 class DrainAwaiter {
