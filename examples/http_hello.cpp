@@ -1,6 +1,8 @@
 // http_hello: a minimal HTTP/1.1 "Hello, World!" server in the shape of TechEmpower's
 // plaintext test: keep-alive connections, pipelined requests answered in order with one
 // write per batch, a Date header refreshed once a second. Every path gets the same answer.
+// bench/http/README.md says what it and its asio twin (bench/peers/asio_http.cpp) each do per
+// request; the two must keep doing the same work (same bytes, same parsing rules).
 //
 //   http_hello [--host 0.0.0.0] [--port 8080] [--workers N]
 //
@@ -8,7 +10,9 @@
 // Try: curl -v http://127.0.0.1:8080/plaintext
 #include <corio/runner.hpp>
 #include <corio/server.hpp>
+#include <corio/sleep.hpp>
 #include <corio/streams.hpp>
+#include <corio/task.hpp>
 
 #ifndef _WIN32
 #include <sys/wait.h>
@@ -16,7 +20,6 @@
 #endif
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -51,72 +54,84 @@ Config parse(int argc, char** argv) {
   return config;
 }
 
-// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n", rebuilt when the second changes.
-const std::string& date_header() {
-  static std::time_t cached_second = 0;
-  static std::string header;
+// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n", rebuilt once a second by date_ticker, as a real
+// server does (and as the asio twin's timer does), not formatted per response.
+std::string g_date;
+
+void refresh_date() {
   const std::time_t now = std::time(nullptr);
-  if (now != cached_second) {
-    cached_second = now;
-    char text[64];
-    std::tm tm{};
+  char text[64];
+  std::tm tm{};
 #ifdef _WIN32
-    gmtime_s(&tm, &now);
+  gmtime_s(&tm, &now);
 #else
-    gmtime_r(&now, &tm);
+  gmtime_r(&now, &tm);
 #endif
-    std::strftime(text, sizeof text, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-    header = text;
+  g_date.assign(text, std::strftime(text, sizeof text, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm));
+}
+
+corio::Coro<void> date_ticker() {
+  for (;;) {
+    refresh_date();
+    co_await corio::sleep(1.0);
   }
-  return header;
 }
 
 void append_response(std::string& out) {
   out += "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
-  out += date_header();
+  out += g_date;
   out += "\r\nHello, World!";
 }
 
-bool iequals_prefix(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[i])) !=
-        std::tolower(static_cast<unsigned char>(prefix[i]))) {
-      return false;
-    }
+char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// ASCII case-insensitive equality of a's first b.size() bytes with b (strncasecmp's job).
+bool iequals(const char* a, std::string_view b) {
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
   }
   return true;
 }
 
-// The value of a header in a request head ("" when absent), name matched case-insensitively.
+// The value of a header in a request head ("" when absent), name matched case-insensitively,
+// leading blanks dropped: the same rule as the asio twin's header_value.
 std::string_view header_value(std::string_view head, std::string_view name) {
-  std::size_t pos = head.find("\r\n");
-  while (pos != std::string_view::npos && pos + 2 < head.size()) {
-    const std::size_t start = pos + 2;
-    const std::size_t end = head.find("\r\n", start);
-    std::string_view line = head.substr(start, end - start);
-    if (line.size() > name.size() && line[name.size()] == ':' && iequals_prefix(line, name)) {
-      std::string_view value = line.substr(name.size() + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      return value;
+  std::size_t pos = 0;
+  while ((pos = head.find("\r\n", pos)) != std::string_view::npos) {
+    pos += 2;
+    if (head.size() - pos > name.size() && head[pos + name.size()] == ':' &&
+        iequals(head.data() + pos, name)) {
+      std::size_t v = pos + name.size() + 1;
+      std::size_t end = head.find("\r\n", v);
+      if (end == std::string_view::npos) end = head.size();
+      while (v < end && (head[v] == ' ' || head[v] == '\t')) ++v;
+      return head.substr(v, end - v);
     }
-    pos = end;
   }
   return {};
+}
+
+// Whether the connection closes after answering this request: "Connection: close", or an
+// HTTP/1.0 request without "Connection: keep-alive" (the twin applies the same rule).
+bool closes_after(std::string_view head) {
+  const std::string_view connection = header_value(head, "Connection");
+  if (connection.size() == 5 && iequals(connection.data(), "close")) return true;
+  const std::string_view request_line = head.substr(0, head.find("\r\n"));
+  return request_line.ends_with("HTTP/1.0") &&
+         !(connection.size() == 10 && iequals(connection.data(), "keep-alive"));
 }
 
 corio::Coro<void> serve_http(corio::StreamReader reader, corio::StreamWriter writer) {
   std::string batch;
   try {
     for (;;) {
-      std::string head = co_await reader.readuntil("\r\n\r\n");
+      const std::string head = co_await reader.readuntil("\r\n\r\n");
       // Bodies (rare here) are read and ignored so the next request parses.
       const std::string_view length = header_value(head, "Content-Length");
       if (!length.empty()) co_await reader.readexactly(std::atol(std::string(length).c_str()));
-      const std::string_view connection = header_value(head, "Connection");
-      const bool http10 = std::string_view(head).substr(0, head.find("\r\n")).ends_with("HTTP/1.0");
-      const bool close = iequals_prefix(connection, "close") ||
-                         (http10 && !iequals_prefix(connection, "keep-alive"));
+      const bool close = closes_after(head);
       append_response(batch);
       // Pipelining: while complete requests are already buffered, answer them together.
       if (close || reader.buffered().find("\r\n\r\n") == std::string_view::npos) {
@@ -142,6 +157,7 @@ corio::Coro<void> amain(Config config) {
   corio::ServerOptions options;
   options.reuse_port = config.workers > 1;
   options.backlog = 1024;
+  corio::Task<void> ticker = corio::create_task(date_ticker());
   corio::Server server =
       co_await corio::start_server(serve_http, config.host, config.port, options);
   std::printf("Serving on http://%s\n", corio::format_address(server.addresses().at(0)).c_str());

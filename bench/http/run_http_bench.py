@@ -9,6 +9,15 @@ figure is server CPU microseconds per request; requests/s is reported next to it
 
   run_http_bench.py --server corio='build/examples/http_hello --port {port}' \\
                     --server asio='build/bench/peers/peer_asio_http --port {port}' --ref corio
+
+or, naming the binaries (a corio built with -DCORIO_BACKEND=io_uring shows as corio-io_uring):
+
+  run_http_bench.py --corio build-rel/examples/http_hello \\
+                    --corio-io-uring build-rel-uring/examples/http_hello \\
+                    --asio build-rel/bench/peers/peer_asio_http --ref asio
+
+Server CPU is also split into user and kernel (sys) time per request: the kernel part is the
+TCP stack and the syscalls, which both servers share, so a user-space difference shows there.
 """
 import argparse
 import json
@@ -32,9 +41,10 @@ def free_port():
 
 
 def cpu_seconds(pid):
+    """(user, sys) CPU seconds of the process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def wait_listening(port, timeout=10.0):
@@ -102,15 +112,22 @@ def measure(name, command, depth, args):
             server.kill()
             server.wait()
     requests = max(result["requests"], 1)
-    result.update(server=name, depth=depth, server_cpu_s=after - before,
-                  server_us_per_req=1e6 * (after - before) / requests,
+    user, sys_ = after[0] - before[0], after[1] - before[1]
+    result.update(server=name, depth=depth, server_cpu_s=user + sys_,
+                  server_us_per_req=1e6 * (user + sys_) / requests,
+                  server_user_us_per_req=1e6 * user / requests,
+                  server_sys_us_per_req=1e6 * sys_ / requests,
                   client_bound=result["client_cpu_pct"] > args.client_bound_pct)
     return result
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server", action="append", required=True, help="NAME=COMMAND with {port}")
+    ap.add_argument("--server", action="append", default=[], help="NAME=COMMAND with {port}")
+    ap.add_argument("--corio", help="corio's http_hello binary (shown as 'corio')")
+    ap.add_argument("--corio-io-uring", help="http_hello built with -DCORIO_BACKEND=io_uring "
+                    "(shown as 'corio-io_uring')")
+    ap.add_argument("--asio", help="the asio twin, peer_asio_http (shown as 'asio')")
     ap.add_argument("--ref", help="reference server for ratios (default: the first)")
     ap.add_argument("--depths", default="1,16", help="pipelining depths (1 = no pipelining)")
     ap.add_argument("--conns", type=int, default=64)
@@ -124,7 +141,14 @@ def main():
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found (apt-get install wrk)")
-    servers = [s.split("=", 1) for s in args.server]
+    servers = []
+    for label, binary in (("corio", args.corio), ("corio-io_uring", args.corio_io_uring),
+                          ("asio", args.asio)):
+        if binary:
+            servers.append([label, f"{binary} --port {{port}}"])
+    servers += [s.split("=", 1) for s in args.server]
+    if not servers:
+        sys.exit("no server: give --corio/--corio-io-uring/--asio or --server NAME=COMMAND")
     ref = args.ref or servers[0][0]
     depths = [int(d) for d in args.depths.split(",")]
     runs = []
@@ -134,11 +158,13 @@ def main():
                 res = measure(name, command, depth, args)
                 runs.append(res)
                 print(f"# depth {depth} round {r + 1} {name}: {res['rps']:.0f} req/s, "
-                      f"{res['server_us_per_req']:.2f} us/req, client {res['client_cpu_pct']:.0f}%"
+                      f"{res['server_us_per_req']:.3f} us/req (user {res['server_user_us_per_req']:.3f}"
+                      f" sys {res['server_sys_us_per_req']:.3f}), client {res['client_cpu_pct']:.0f}%"
                       + (f", NON-2XX {res['non_2xx']}" if res["non_2xx"] else ""), flush=True)
     print()
-    header = f"{'depth':>5}  {'server':<10} {'req/s med (min-max)':>26} {'srv us/req med (min-max)':>26} " \
-             f"{'p50us':>8} {'p99us':>9} {'cbound':>6} {'us/req÷ref':>10} {'req/s÷ref':>9}"
+    header = f"{'depth':>5}  {'server':<14} {'req/s med (min-max)':>26} {'srv us/req med (min-max)':>26} " \
+             f"{'user':>6} {'sys':>6} {'p50us':>8} {'p99us':>9} {'cbound':>6} {'us/req÷ref':>10} " \
+             f"{'user÷ref':>8} {'req/s÷ref':>9}"
     print(header)
     print("-" * len(header))
     summary = []
@@ -151,17 +177,23 @@ def main():
             cpu_ratio = statistics.median(a["server_us_per_req"] / b["server_us_per_req"]
                                           for a, b in zip(mine, ref_runs))
             rps_ratio = statistics.median(a["rps"] / max(b["rps"], 1) for a, b in zip(mine, ref_runs))
+            user = statistics.median(x["server_user_us_per_req"] for x in mine)
+            sys_ = statistics.median(x["server_sys_us_per_req"] for x in mine)
+            user_ratio = statistics.median(a["server_user_us_per_req"] / max(b["server_user_us_per_req"], 1e-9)
+                                           for a, b in zip(mine, ref_runs))
             p50 = statistics.median(x["p50_us"] or 0 for x in mine)
             p99 = statistics.median(x["p99_us"] or 0 for x in mine)
             bound = sum(x["client_bound"] for x in mine)
-            print(f"{depth:>5}  {name:<10} {statistics.median(rps)/1e3:>9.1f}k ({min(rps)/1e3:.1f}k-{max(rps)/1e3:.1f}k) "
-                  f"{statistics.median(cpu):>12.2f} ({min(cpu):.2f}-{max(cpu):.2f}) {p50:>8.0f} {p99:>9.0f} "
-                  f"{bound:>4}/{len(mine)} {cpu_ratio:>10.2f} {rps_ratio:>9.2f}")
+            print(f"{depth:>5}  {name:<14} {statistics.median(rps)/1e3:>9.1f}k ({min(rps)/1e3:.1f}k-{max(rps)/1e3:.1f}k) "
+                  f"{statistics.median(cpu):>12.3f} ({min(cpu):.3f}-{max(cpu):.3f}) {user:>6.3f} {sys_:>6.3f} "
+                  f"{p50:>8.0f} {p99:>9.0f} {bound:>4}/{len(mine)} {cpu_ratio:>10.2f} {user_ratio:>8.2f} "
+                  f"{rps_ratio:>9.2f}")
             summary.append(dict(depth=depth, server=name, rps_median=statistics.median(rps),
                                 us_per_req_median=statistics.median(cpu), us_per_req_ratio=cpu_ratio,
-                                rps_ratio=rps_ratio, client_bound_rounds=bound))
-    print("\nus/req = server CPU time (user+sys) per request; ratios are medians of per-round ratios "
-          f"against '{ref}' (lower us/req is better).")
+                                user_us_per_req_median=user, sys_us_per_req_median=sys_,
+                                user_ratio=user_ratio, rps_ratio=rps_ratio, client_bound_rounds=bound))
+    print("\nus/req = server CPU time (user+sys) per request, split into user and sys; ratios are medians "
+          f"of per-round ratios against '{ref}' (lower us/req is better).")
     if args.json:
         for x in runs:
             x.pop("raw", None)

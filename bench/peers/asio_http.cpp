@@ -8,8 +8,8 @@
 // buffer (pipelining), and writes all those responses with one write.
 // Requests are not routed: every request gets the same 200 response.  A
 // request body announced by Content-Length is skipped; "Connection: close"
-// closes after the response.  The Date header is refreshed once a second by
-// a timer coroutine.  Runs until killed.
+// (or HTTP/1.0 without "Connection: keep-alive") closes after the response.  The Date header is
+// refreshed once a second by a timer coroutine.  Runs until killed.
 #include <asio.hpp>
 
 #include <strings.h>
@@ -71,6 +71,16 @@ std::string_view header_value(std::string_view head, std::string_view name) {
   return {};
 }
 
+// "Connection: close", or an HTTP/1.0 request without "Connection: keep-alive" (the same
+// rule as corio's http_hello).
+bool closes_after(std::string_view head) {
+  const std::string_view conn = header_value(head, "Connection");
+  if (conn.size() == 5 && strncasecmp(conn.data(), "close", 5) == 0) return true;
+  std::string_view request_line = head.substr(0, head.find("\r\n"));
+  return request_line.size() >= 8 && request_line.substr(request_line.size() - 8) == "HTTP/1.0" &&
+         !(conn.size() == 10 && strncasecmp(conn.data(), "keep-alive", 10) == 0);
+}
+
 awaitable<void> session(tcp::socket socket) {
   std::vector<char> in(8192);
   std::size_t have = 0;
@@ -101,8 +111,7 @@ awaitable<void> session(tcp::socket socket) {
         if (have - pos < head_len + body) break;  // body not complete yet
         append_response(out);
         pos += head_len + body;
-        if (auto conn = header_value(head, "Connection");
-            conn.size() == 5 && strncasecmp(conn.data(), "close", 5) == 0) {
+        if (closes_after(head)) {
           close_after = true;
           break;
         }
