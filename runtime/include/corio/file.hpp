@@ -14,6 +14,8 @@
 // close() stops new operations, waits for those in flight, then closes the handle. Destroying
 // an open File closes the handle as soon as no operation uses it (never under one).
 // Buffers passed in (spans, string_views) must stay alive until the co_await completes.
+// Sequential read()/write() calls on one File are meant to be awaited one at a time (they
+// share the position). On Windows the handle is tied to the first loop that does I/O on it.
 // This header must never expose a platform type.
 #pragma once
 
