@@ -125,16 +125,27 @@ bool closes_after(std::string_view head) {
 
 corio::Coro<void> serve_http(corio::StreamReader reader, corio::StreamWriter writer) {
   std::string batch;
+  // The length of the next request head when it is already known to be in the buffer: then
+  // readexactly takes it without searching for its end a second time.
+  std::size_t next_head = 0;
   try {
     for (;;) {
-      const std::string head = co_await reader.readuntil("\r\n\r\n");
+      std::string head;
+      if (next_head != 0) {
+        head = co_await reader.readexactly(static_cast<std::ptrdiff_t>(next_head));
+      } else {
+        head = co_await reader.readuntil("\r\n\r\n");
+      }
       // Bodies (rare here) are read and ignored so the next request parses.
       const std::string_view length = header_value(head, "Content-Length");
       if (!length.empty()) co_await reader.readexactly(std::atol(std::string(length).c_str()));
       const bool close = closes_after(head);
       append_response(batch);
-      // Pipelining: while complete requests are already buffered, answer them together.
-      if (close || reader.buffered().find("\r\n\r\n") == std::string_view::npos) {
+      // Pipelining: while the next complete request is already buffered, answer it in the
+      // same batch. (Past the reader's limit, readuntil raises LimitOverrunError as usual.)
+      const std::size_t end = reader.buffered().find("\r\n\r\n");
+      next_head = end != std::string_view::npos && end <= reader.limit() ? end + 4 : 0;
+      if (close || next_head == 0) {
         writer.write(batch);
         batch.clear();
         co_await writer.drain();
