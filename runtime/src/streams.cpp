@@ -651,7 +651,10 @@ bool StreamRead::start_receive() {
     r.receiving = true;  // the buffer must not move now
     return false;
   }
-  absorb(finish_io());
+  // Completed at once. Not finish_io(): from continue_receive the coroutine is still
+  // suspended, and only await_resume may end that.
+  const std::int64_t n = op_.result;
+  absorb(op_.state == core::OpState::cancelled || n == -ECANCELED ? -EBADF : n);
   absorbed_ = true;
   return true;
 }
@@ -746,7 +749,7 @@ void StreamRead::continue_receive(void* arg) {
 
 std::string StreamRead::await_resume() {
   if (slow_) return slow_.operator co_await().await_resume();
-  if (done_ && !suspended_) return std::move(result_);
+  if (!suspended_) return std::move(result_);  // answered in await_ready
   detail::ReaderState& r = *state_;
   r.waiting = false;
   r.receiving = false;

@@ -1,0 +1,194 @@
+// StreamRead, the awaiter StreamReader's reads return, over real loopback connections: reads
+// answered from the buffer, reads that need several receives, and the ways an awaitable is
+// used (wait_for, gather, create_task, TaskGroup, conversion to Coro). Asserts the asyncio
+// semantics only (bytes, errors, no byte lost); allocation counts are benchmarks
+// (bench/library_bench.cpp), never asserted here.
+#include <gtest/gtest.h>
+
+#include <corio/corio.hpp>
+#include <corio/server.hpp>
+#include <corio/streams.hpp>
+#include <string>
+#include <tuple>
+
+namespace corio {
+namespace {
+
+// Starts a server running `handler` and hands `body` a connected (reader, writer).
+template <class Handler, class Body>
+void with_connection(Handler handler, Body body, std::size_t limit = kDefaultStreamLimit) {
+  run([&]() -> Coro<void> {
+    Server server = co_await start_server(handler, "127.0.0.1", 0);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)), limit);
+    co_await body(reader, writer);
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(StreamRead, PipelinedLinesFromOneReceive) {
+  auto lines = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    writer.write("one\ntwo\nthree\nGET / HTTP/1.1\r\nHost: x\r\n\r\nrest");
+    co_await reader.read(-1);
+  };
+  with_connection(lines, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    EXPECT_EQ(co_await reader.readline(), "one\n");
+    EXPECT_EQ(co_await reader.readuntil("\n"), "two\n");
+    EXPECT_EQ(co_await reader.readexactly(6), "three\n");
+    EXPECT_EQ(co_await reader.readuntil("\r\n\r\n"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(co_await reader.read(2), "re");
+    EXPECT_EQ(reader.buffered(), "st");
+  });
+}
+
+TEST(StreamRead, SeparatorArrivingInPiecesTakesSeveralReceives) {
+  auto pieces = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    for (const char* part : {"GET / HTTP/1.1\r", "\nHost: x\r\n", "\r", "\nnext"}) {
+      writer.write(part);
+      co_await writer.drain();
+      co_await sleep(0.01);  // separate segments, so the reader receives more than once
+    }
+    co_await reader.read(-1);
+  };
+  with_connection(pieces, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    EXPECT_EQ(co_await reader.readuntil("\r\n\r\n"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(co_await reader.readexactly(4), "next");
+  });
+}
+
+TEST(StreamRead, ReadexactlyAcrossManyReceives) {
+  const std::string payload(300000, 'x');
+  auto big = [&payload](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    writer.write(payload);
+    writer.write("tail");
+    co_await writer.drain();
+    co_await reader.read(-1);
+  };
+  with_connection(big, [&payload](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    const std::string got =
+        co_await reader.readexactly(static_cast<std::ptrdiff_t>(payload.size()));
+    EXPECT_TRUE(got == payload);
+    EXPECT_EQ(co_await reader.readexactly(4), "tail");
+  });
+}
+
+TEST(StreamRead, WaitForTimingOutMidLineKeepsTheBytes) {
+  std::optional<Future<void>> finish;
+  auto slow = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    writer.write("half a ");
+    co_await *finish;
+    writer.write("line\n");
+    co_await reader.read(-1);
+  };
+  run([&]() -> Coro<void> {
+    finish = get_running_loop().create_future<void>();
+    Server server = co_await start_server(slow, "127.0.0.1", 0);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+    for (int i = 0; i < 200 && reader.buffered().size() < 7; ++i) {
+      try {
+        co_await wait_for(reader.readline(), 0.005);
+        ADD_FAILURE() << "a line arrived before the server sent its end";
+      } catch (const TimeoutError&) {
+      }
+    }
+    EXPECT_EQ(reader.buffered(), "half a ");
+    finish->set_result();
+    EXPECT_EQ(co_await wait_for(reader.readline(), 10.0), "half a line\n");
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(StreamRead, GatherCreateTaskTaskGroupAndCoro) {
+  auto lines = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    writer.write("0\na\nb\nc\nd\ne\n");  // one segment on loopback: one receive takes it all
+    co_await reader.read(-1);
+  };
+  with_connection(lines, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    // Two reads of one reader at once only work from the buffer (else the second raises
+    // RuntimeError, as in asyncio), so the first line pulls the rest in.
+    EXPECT_EQ(co_await reader.readline(), "0\n");
+    auto [first, second] = co_await gather(reader.readline(), reader.readline());
+    EXPECT_EQ(first, "a\n");
+    EXPECT_EQ(second, "b\n");
+    Task<std::string> task = create_task(reader.readline(), "third");
+    EXPECT_EQ(co_await task, "c\n");
+    std::string from_group;
+    co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
+      Task<std::string> t = tg.create_task(reader.readline().coro());
+      from_group = co_await t;
+    });
+    EXPECT_EQ(from_group, "d\n");
+    Coro<std::string> as_coro = reader.readline();
+    EXPECT_EQ(co_await std::move(as_coro), "e\n");
+  });
+}
+
+TEST(StreamRead, SecondWaiterOnASocketRaisesRuntimeError) {
+  std::optional<Future<void>> finish;
+  auto later = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    co_await *finish;
+    writer.write("late\n");
+    co_await reader.read(-1);
+  };
+  run([&]() -> Coro<void> {
+    finish = get_running_loop().create_future<void>();
+    Server server = co_await start_server(later, "127.0.0.1", 0);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+    Task<std::string> first = create_task(reader.readline());
+    co_await sleep(0);
+    EXPECT_THROW(co_await reader.readline(), RuntimeError);
+    finish->set_result();
+    EXPECT_EQ(co_await first, "late\n");
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(StreamRead, LimitOverrunOnASocketKeepsTheData) {
+  auto long_line = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    writer.write("0123456789abcdef\nok\n");
+    co_await reader.read(-1);
+  };
+  with_connection(
+      long_line,
+      [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+        try {
+          co_await reader.readuntil("\n");
+          ADD_FAILURE() << "no LimitOverrunError";
+        } catch (const LimitOverrunError& e) {
+          EXPECT_GT(e.consumed(), 8u);  // 16 when the line came in one piece
+        }
+        EXPECT_EQ(co_await reader.readexactly(17), "0123456789abcdef\n");
+        EXPECT_EQ(co_await reader.readline(), "ok\n");
+      },
+      8);
+}
+
+TEST(StreamRead, EofInTheMiddleGivesThePartialBytes) {
+  auto short_reply = [](StreamReader, StreamWriter writer) -> Coro<void> {
+    writer.write("12345");
+    writer.close();
+    co_await writer.wait_closed();
+  };
+  with_connection(short_reply, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    try {
+      const std::string got = co_await reader.readexactly(10);
+      ADD_FAILURE() << "no IncompleteReadError: got '" << got << "'";
+    } catch (const IncompleteReadError& e) {
+      EXPECT_EQ(e.partial(), "12345");
+      EXPECT_EQ(e.expected(), 10u);
+    }
+    EXPECT_EQ(co_await reader.readline(), "");
+    EXPECT_TRUE(reader.at_eof());
+  });
+}
+
+}  // namespace
+}  // namespace corio
