@@ -678,6 +678,9 @@ void StreamRead::absorb(std::int64_t n) {
 }
 
 bool StreamRead::await_ready() {
+  // As a coroutine object, a read is awaited once.
+  if (awaited_) throw RuntimeError("cannot reuse already awaited coroutine");
+  awaited_ = true;
   if (try_complete()) return true;
   detail::ReaderState& r = *state_;
   if (!r.transport) {

@@ -103,6 +103,7 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   Kind kind_;
   bool done_ = false;      // result_ holds the answer
   bool absorbed_ = false;  // op_'s outcome is in the reader already
+  bool awaited_ = false;
 };
 
 class StreamReader {
