@@ -1,4 +1,5 @@
-// Subprocesses on Windows (the twin of subprocess_posix.cpp, same public API, same semantics).
+// Subprocesses on Windows: what differs from POSIX (the rest, pipe streams included, is in
+// subprocess_common.cpp and subprocess_pipes.cpp; same public API, same semantics).
 //  * Spawning: CreateProcessW with a UTF-16 command line built from argv by the MSVC quoting
 //    rules (what Python's subprocess.list2cmdline does), so the child's CRT splits it back
 //    into the same argv. create_subprocess_shell runs `%ComSpec% /c "cmd"` as Python does.
@@ -36,30 +37,20 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
-#include <cstdio>
-#include <cstring>
 #include <mutex>
 #include <random>
 #include <string>
-#include <tuple>
-#include <unordered_map>
 
 #include "corio/core/errors.hpp"
 #include "corio/core/win32_error.hpp"
-#include "corio/detail/suspension.hpp"
-#include "corio/event_loop.hpp"
-#include "corio/gather.hpp"
-#include "corio/subprocess.hpp"
+#include "subprocess_common.hpp"
 
 namespace corio {
 namespace detail {
 namespace {
 
-constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kWriteChunk = 64 * 1024;  // one WriteFile at most: bounds what the
                                                 // kernel pins, and lets drain() see progress
-constexpr std::size_t kHighWater = 64 * 1024;   // asyncio's transport defaults
-constexpr std::size_t kLowWater = kHighWater / 4;
 constexpr DWORD kPipeBuffer = 64 * 1024;
 constexpr int kTerminatedExitCode = 1;  // what Python's Popen.terminate() gives TerminateProcess
 
@@ -70,556 +61,49 @@ core::NativeHandle native_of(HANDLE h) noexcept {
   return reinterpret_cast<core::NativeHandle>(h);
 }
 
-std::exception_ptr os_error(int error, const char* context) {
-  try {
-    throw_os_error(error, context);
-  } catch (...) {
-    return std::current_exception();
-  }
-}
-
 // Reads GetLastError() before anything (building a std::string) can change it.
 [[noreturn]] void throw_last_error(const char* context) {
   const DWORD error = ::GetLastError();
   throw_os_error(core::win32::errno_from_error(error), context);
 }
 
-// ---------------------------------------------------------------------------------------
-// Waiting: coroutines parked on a list until a callback wakes them all.
-
-class WaitList;
-
-class WaitLeaf {
- public:
-  explicit WaitLeaf(WaitList& list) noexcept : list_(&list) {}
-  WaitLeaf(const WaitLeaf&) = delete;
-  WaitLeaf& operator=(const WaitLeaf&) = delete;
-  ~WaitLeaf();
-
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> handle);
-  void await_resume() { suspension_.end(cancelled_); }
-
- private:
-  friend class WaitList;
-  static bool cancel_leaf(void* self);
-
-  WaitList* list_;
-  WaitLeaf* prev_ = nullptr;
-  WaitLeaf* next_ = nullptr;
-  bool linked_ = false;
-  bool cancelled_ = false;
-  Suspension suspension_;
-};
-
-class WaitList {
- public:
-  WaitList() = default;
-  WaitList(const WaitList&) = delete;
-  WaitList& operator=(const WaitList&) = delete;
-  ~WaitList() {
-    while (head_ != nullptr) unlink(head_);
-  }
-
-  void wake_all() {
-    while (WaitLeaf* leaf = head_) {
-      unlink(leaf);
-      leaf->suspension_.wake();
-    }
-  }
-
- private:
-  friend class WaitLeaf;
-  void push(WaitLeaf* leaf) noexcept {
-    leaf->prev_ = tail_;
-    leaf->next_ = nullptr;
-    (tail_ ? tail_->next_ : head_) = leaf;
-    tail_ = leaf;
-    leaf->linked_ = true;
-  }
-  void unlink(WaitLeaf* leaf) noexcept {
-    (leaf->prev_ ? leaf->prev_->next_ : head_) = leaf->next_;
-    (leaf->next_ ? leaf->next_->prev_ : tail_) = leaf->prev_;
-    leaf->prev_ = leaf->next_ = nullptr;
-    leaf->linked_ = false;
-  }
-
-  WaitLeaf* head_ = nullptr;
-  WaitLeaf* tail_ = nullptr;
-};
-
-WaitLeaf::~WaitLeaf() {
-  if (linked_) list_->unlink(this);
-}
-
-void WaitLeaf::await_suspend(std::coroutine_handle<> handle) {
-  suspension_.begin(handle);
-  list_->push(this);
-  suspension_.arm({&cancel_leaf, this});
-}
-
-bool WaitLeaf::cancel_leaf(void* self) {
-  auto* leaf = static_cast<WaitLeaf*>(self);
-  if (!leaf->linked_) return false;  // already woken: the wake-up is queued
-  leaf->list_->unlink(leaf);
-  leaf->cancelled_ = true;
-  leaf->suspension_.wake();
-  return true;
-}
-
-// ---------------------------------------------------------------------------------------
-// Everything that holds a handle of a loop registers here, so that closing the loop gives the
-// handles back while the backend still exists, and later destructors leave it alone.
-
-class LoopResources;
-
-class LoopResource : public std::enable_shared_from_this<LoopResource> {
- public:
-  virtual ~LoopResource() = default;
-  // The loop is closing: close every handle through its backend and forget the loop.
-  virtual void loop_closing() = 0;
-
- protected:
-  LoopResource(EventLoop& loop, std::shared_ptr<LoopResources> resources);
-  void detach_from_loop() noexcept;
-
-  EventLoop* loop_;  // null once the loop has closed
-  std::shared_ptr<LoopResources> resources_;
-
- private:
-  friend class LoopResources;
-  LoopResource* prev_ = nullptr;
-  LoopResource* next_ = nullptr;
-  bool linked_ = false;
-};
-
-class LoopResources {
- public:
-  explicit LoopResources(EventLoop& loop) : loop_for_threads_(&loop) {}
-
-  void link(LoopResource* r) noexcept {
-    r->prev_ = nullptr;
-    r->next_ = head_;
-    if (head_) head_->prev_ = r;
-    head_ = r;
-    r->linked_ = true;
-  }
-  void unlink(LoopResource* r) noexcept {
-    if (!r->linked_) return;
-    (r->prev_ ? r->prev_->next_ : head_) = r->next_;
-    if (r->next_) r->next_->prev_ = r->prev_;
-    r->prev_ = r->next_ = nullptr;
-    r->linked_ = false;
-  }
-
-  void close() {
-    {
-      std::lock_guard lock(mutex_);
-      loop_for_threads_ = nullptr;
-    }
-    while (LoopResource* r = head_) {
-      unlink(r);
-      // Whoever else holds it may let go inside loop_closing: keep it alive for the call.
-      std::shared_ptr<LoopResource> keep = r->weak_from_this().lock();
-      r->loop_closing();
-    }
-  }
-
-  // For other threads (the wait callback): posts `callback` to the loop unless it has closed.
-  void post_from_thread(absl::AnyInvocable<void(EventLoop&)> callback) {
-    std::lock_guard lock(mutex_);
-    if (loop_for_threads_ == nullptr) return;
-    EventLoop* loop = loop_for_threads_;
-    try {
-      loop->call_soon_threadsafe(
-          [loop, callback = std::move(callback)]() mutable { callback(*loop); });
-    } catch (const RuntimeError&) {
-      // Closed between the check and the call: nobody is left to tell.
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  EventLoop* loop_for_threads_;
-  LoopResource* head_ = nullptr;  // loop thread only
-};
-
-struct ResourceRegistry {
-  std::mutex mutex;
-  std::unordered_map<const EventLoop*, std::shared_ptr<LoopResources>> map;
-};
-ResourceRegistry& resource_registry() {
-  static ResourceRegistry* r = new ResourceRegistry;  // never destroyed: loops may close at exit
-  return *r;
-}
-
-std::shared_ptr<LoopResources> resources_for(EventLoop& loop) {
-  ResourceRegistry& r = resource_registry();
-  {
-    std::lock_guard lock(r.mutex);
-    if (auto it = r.map.find(&loop); it != r.map.end()) return it->second;
-  }
-  loop.check_open();
-  auto resources = std::make_shared<LoopResources>(loop);
-  {
-    std::lock_guard lock(r.mutex);
-    r.map.emplace(&loop, resources);
-  }
-  loop.at_close([&loop] {
-    std::shared_ptr<LoopResources> closing;
-    {
-      ResourceRegistry& reg = resource_registry();
-      std::lock_guard lock(reg.mutex);
-      auto it = reg.map.find(&loop);
-      if (it == reg.map.end()) return;
-      closing = std::move(it->second);
-      reg.map.erase(it);
-    }
-    closing->close();
-  });
-  return resources;
-}
-
-LoopResource::LoopResource(EventLoop& loop, std::shared_ptr<LoopResources> resources)
-    : loop_(&loop), resources_(std::move(resources)) {
-  resources_->link(this);
-}
-
-void LoopResource::detach_from_loop() noexcept {
-  if (loop_ != nullptr) resources_->unlink(this);
-}
-
-// Closes our end of a pipe: through the backend while the loop lives (it cancels what is in
-// flight and forgets the handle), directly after.
-void close_pipe_handle(EventLoop* loop, HANDLE& handle) noexcept {
-  if (handle == INVALID_HANDLE_VALUE) return;
-  const HANDLE h = std::exchange(handle, INVALID_HANDLE_VALUE);
-  if (loop != nullptr) {
-    loop->backend().close(native_of(h));
-  } else {
-    ::CloseHandle(h);
-  }
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Our end of a stdout/stderr pipe and the bytes read from it but not consumed yet.
+// The pipe hooks (subprocess_common.hpp).
 
-class PipeReaderState final : public LoopResource {
- public:
-  PipeReaderState(EventLoop& loop, std::shared_ptr<LoopResources> resources, HANDLE pipe,
-                  std::size_t limit)
-      : LoopResource(loop, std::move(resources)), pipe_(pipe), limit_(limit) {
-    op_.owner = this;
-  }
-  ~PipeReaderState() override {
-    detach_from_loop();
-    close_pipe_handle(loop_, pipe_);
-  }
+namespace pipe_os {
 
-  void loop_closing() override {
-    eof_ = true;
-    // Cancels a read in flight. Its packet is never dispatched now, so the keep-alive stays:
-    // the op and its buffer must outlive whatever the kernel still writes (see the backend).
-    close_pipe_handle(loop_, pipe_);
-    loop_ = nullptr;
-  }
+void close(core::NativeHandle handle) noexcept {
+  ::CloseHandle(handle_of(handle));
+}
 
-  std::size_t available() const noexcept { return buffer_.size() - pos_; }
-  std::string_view view() const noexcept { return {buffer_.data() + pos_, available()}; }
-  bool eof() const noexcept { return eof_; }
-  std::size_t limit() const noexcept { return limit_; }
-  void check_error() const {
-    if (error_) std::rethrow_exception(error_);
-  }
+bool empty_read_is_eof(core::NativeHandle handle) noexcept {
+  // The backend reads a broken pipe (the child's end closed) as 0 bytes. So does a
+  // zero-length WriteFile by the child on a byte-mode pipe, which is no EOF: the pipe still
+  // answers a peek then.
+  DWORD waiting = 0;
+  return handle == core::kInvalidHandle ||
+         !::PeekNamedPipe(handle_of(handle), nullptr, 0, nullptr, &waiting, nullptr);
+}
 
-  std::string take(std::size_t n) {
-    n = std::min(n, available());
-    std::string out;
-    if (pos_ == 0 && n == buffer_.size()) {
-      out = std::move(buffer_);
-      buffer_.clear();
-    } else {
-      out.assign(buffer_, pos_, n);
-      pos_ += n;
-    }
-    if (pos_ == buffer_.size()) {
-      buffer_.clear();
-      pos_ = 0;
-    }
-    return out;
-  }
-  void discard(std::size_t n) { take(n); }
+void prepare_write(core::Operation& op, core::NativeHandle handle, const char* data,
+                   std::size_t size) noexcept {
+  op.code = core::OpCode::write_at;
+  op.offset = ~std::uint64_t{0};  // a pipe has no offset
+  op.handle = handle;
+  op.buffer = const_cast<char*>(data);
+  op.length = std::min(size, kWriteChunk);
+}
 
-  // co_await Fill(state): reads once more from the pipe (data, EOF or an error is recorded).
-  class Fill {
-   public:
-    explicit Fill(PipeReaderState& reader) noexcept : reader_(reader) {}
-    Fill(const Fill&) = delete;
-    Fill& operator=(const Fill&) = delete;
-    ~Fill() {
-      if (reader_.waiter_ == this) reader_.waiter_ = nullptr;
-    }
+int write_error(std::int64_t result) noexcept {
+  // The child closed its end: ERROR_BROKEN_PIPE / STATUS_PIPE_BROKEN (EPIPE), or, for a
+  // write issued after that, ERROR_NO_DATA ("the pipe is being closed"), which the error
+  // table reads as EAGAIN. Our pipe blocks, so EAGAIN means nothing else here.
+  return result == -EAGAIN ? EPIPE : static_cast<int>(-result);
+}
 
-    bool await_ready() {
-      if (reader_.waiter_ != nullptr) {
-        throw RuntimeError(
-            "read() called while another coroutine is already waiting for incoming data");
-      }
-      return reader_.start_read();
-    }
-    void await_suspend(std::coroutine_handle<> handle) {
-      suspension_.begin(handle);
-      reader_.waiter_ = this;
-      suspension_.arm({&cancel_leaf, this});
-    }
-    void await_resume() {
-      if (suspension_.begun()) suspension_.end(cancelled_);
-    }
-
-   private:
-    friend class PipeReaderState;
-    static bool cancel_leaf(void* self) {
-      auto* fill = static_cast<Fill*>(self);
-      PipeReaderState& reader = fill->reader_;
-      if (reader.waiter_ != fill) return false;  // the read completed: wake-up queued
-      reader.waiter_ = nullptr;
-      fill->cancelled_ = true;
-      fill->suspension_.wake();
-      // CancelIoEx may lose the race: bytes that arrive anyway wait in the buffer for the
-      // next read, so a cancelled read loses nothing.
-      if (reader.op_.in_flight() && reader.loop_ != nullptr)
-        reader.loop_->backend().cancel(reader.op_);
-      return true;
-    }
-
-    PipeReaderState& reader_;
-    Suspension suspension_;
-    bool cancelled_ = false;
-  };
-
- private:
-  struct Op : core::Operation {
-    PipeReaderState* owner = nullptr;
-  };
-
-  // Starts one read. true: nothing to wait for (it completed inline, or the pipe is done).
-  bool start_read() {
-    if (eof_ || error_ || pipe_ == INVALID_HANDLE_VALUE || loop_ == nullptr) return true;
-    if (op_.in_flight()) return false;  // a cancelled read is still finishing
-    if (!chunk_) chunk_ = std::make_unique<char[]>(kReadChunk);
-    op_.code = core::OpCode::read_at;
-    op_.offset = ~std::uint64_t{0};  // a pipe has no offset
-    op_.handle = native_of(pipe_);
-    op_.buffer = chunk_.get();
-    op_.length = kReadChunk;
-    op_.on_complete = &on_complete;
-    op_.state = core::OpState::idle;
-    op_.result = 0;
-    if (loop_->backend().start(op_)) {
-      record(op_.result);
-      return true;
-    }
-    keepalive_ = std::static_pointer_cast<PipeReaderState>(shared_from_this());
-    return false;
-  }
-
-  void record(std::int64_t result) {
-    if (result > 0) {
-      if (pos_ > 0 && pos_ >= buffer_.size() / 2) {
-        buffer_.erase(0, pos_);
-        pos_ = 0;
-      }
-      buffer_.append(chunk_.get(), static_cast<std::size_t>(result));
-    } else if (result == 0) {
-      // The backend reads a broken pipe (the child's end closed) as 0 bytes. So does a
-      // zero-length WriteFile by the child on a byte-mode pipe, which is no EOF: the pipe
-      // still answers a peek then.
-      DWORD waiting = 0;
-      if (pipe_ == INVALID_HANDLE_VALUE ||
-          !::PeekNamedPipe(pipe_, nullptr, 0, nullptr, &waiting, nullptr)) {
-        eof_ = true;
-      }
-    } else if (result != -ECANCELED && result != -EAGAIN && result != -EINTR) {
-      error_ = os_error(static_cast<int>(-result), "read from subprocess pipe");
-    }
-  }
-
-  // Inside the backend's dispatch: record and schedule only.
-  static void on_complete(core::Operation* operation) {
-    PipeReaderState* reader = static_cast<Op*>(operation)->owner;
-    std::shared_ptr<PipeReaderState> self = std::move(reader->keepalive_);  // released on return
-    reader->record(operation->result);
-    if (Fill* waiter = std::exchange(reader->waiter_, nullptr)) waiter->suspension_.wake();
-  }
-
-  HANDLE pipe_;
-  std::size_t limit_;
-  std::string buffer_;
-  std::size_t pos_ = 0;  // consumed prefix of buffer_
-  bool eof_ = false;
-  std::exception_ptr error_;
-  Op op_;
-  std::unique_ptr<char[]> chunk_;
-  Fill* waiter_ = nullptr;
-  std::shared_ptr<PipeReaderState> keepalive_;  // set while the read is in flight
-};
-
-// ---------------------------------------------------------------------------------------
-// Our end of the child's stdin: a write queue drained in the background.
-
-namespace {
-
-class PipeSink final : public LoopResource {
- public:
-  PipeSink(EventLoop& loop, std::shared_ptr<LoopResources> resources, HANDLE pipe)
-      : LoopResource(loop, std::move(resources)), pipe_(pipe) {
-    op_.owner = this;
-  }
-  ~PipeSink() override {
-    detach_from_loop();
-    close_pipe_handle(loop_, pipe_);
-  }
-
-  void loop_closing() override {
-    close_pipe_handle(loop_, pipe_);  // cancels a write in flight (its keep-alive stays)
-    loop_ = nullptr;
-    closed_ = closing_ = true;
-  }
-
-  std::size_t buffer_size() const noexcept { return sending_.size() - sent_ + pending_.size(); }
-  bool is_closing() const noexcept { return closing_ || closed_; }
-  bool closed() const noexcept { return closed_; }
-  bool paused() const noexcept { return paused_; }
-  std::exception_ptr error() const noexcept { return error_; }
-  WaitList& drain_waiters() noexcept { return drain_waiters_; }
-  WaitList& closed_waiters() noexcept { return closed_waiters_; }
-
-  void write(std::string_view data) {
-    // asyncio's pipe transport ignores writes once it is closing or the pipe is lost.
-    if (data.empty() || closing_ || closed_ || loop_ == nullptr) return;
-    if (!busy_ && buffer_size() == 0) {
-      sending_.assign(data);
-      sent_ = 0;
-      flush();
-    } else {
-      pending_.append(data);
-    }
-    if (!paused_ && buffer_size() > kHighWater) paused_ = true;
-  }
-
-  void close() {
-    if (closing_ || closed_) return;
-    closing_ = true;
-    if (!busy_ && buffer_size() == 0) finish_close(nullptr);
-  }
-
- private:
-  struct Op : core::Operation {
-    PipeSink* owner = nullptr;
-  };
-
-  // Writes until the queue is empty or the pipe is full (then a write stays in flight).
-  void flush() {
-    while (!closed_) {
-      if (sent_ == sending_.size()) {
-        sending_.clear();
-        sent_ = 0;
-        if (pending_.empty()) break;
-        std::swap(sending_, pending_);
-      }
-      op_.code = core::OpCode::write_at;
-      op_.offset = ~std::uint64_t{0};
-      op_.handle = native_of(pipe_);
-      op_.buffer = sending_.data() + sent_;
-      op_.length = std::min(sending_.size() - sent_, kWriteChunk);
-      op_.flags = 0;
-      op_.on_complete = &on_complete;
-      op_.state = core::OpState::idle;
-      op_.result = 0;
-      if (!loop_->backend().start(op_)) {
-        busy_ = true;
-        keepalive_ = std::static_pointer_cast<PipeSink>(shared_from_this());
-        return;
-      }
-      if (!advance(op_.result)) return;
-    }
-    if (closing_ && !closed_) finish_close(nullptr);
-  }
-
-  bool advance(std::int64_t result) {
-    if (result >= 0) {
-      sent_ += static_cast<std::size_t>(result);
-      if (paused_ && buffer_size() <= kLowWater) {
-        paused_ = false;
-        drain_waiters_.wake_all();
-      }
-      return true;
-    }
-    if (result == -ECANCELED) return false;
-    // The child closed its end: ERROR_BROKEN_PIPE / STATUS_PIPE_BROKEN (EPIPE), or, for a
-    // write issued after that, ERROR_NO_DATA ("the pipe is being closed"), which the error
-    // table reads as EAGAIN. Our pipe blocks, so EAGAIN means nothing else here. The pipe is
-    // lost and queued bytes are dropped.
-    const int error = result == -EAGAIN ? EPIPE : static_cast<int>(-result);
-    sending_.clear();
-    pending_.clear();
-    sent_ = 0;
-    finish_close(os_error(error, "write to subprocess stdin"));
-    return false;
-  }
-
-  // Inside the backend's dispatch: schedule the rest for the loop.
-  static void on_complete(core::Operation* operation) {
-    PipeSink* sink = static_cast<Op*>(operation)->owner;
-    std::shared_ptr<PipeSink> self = std::move(sink->keepalive_);
-    if (sink->loop_ == nullptr) {  // the loop is closing and closed the pipe under us
-      sink->busy_ = false;
-      return;
-    }
-    sink->loop_->call_soon([self = std::move(self)] {
-      self->busy_ = false;
-      if (self->loop_ != nullptr && self->advance(self->op_.result)) self->flush();
-    });
-  }
-
-  void finish_close(std::exception_ptr error) {
-    if (closed_) return;
-    closed_ = closing_ = true;
-    error_ = std::move(error);
-    close_pipe_handle(loop_, pipe_);
-    paused_ = false;
-    drain_waiters_.wake_all();
-    closed_waiters_.wake_all();
-  }
-
-  HANDLE pipe_;
-  // Bytes being written (`sending_` from `sent_` on: the op points into it) and bytes queued
-  // behind them; they swap when `sending_` is done, so nothing moves under the op.
-  std::string sending_;
-  std::string pending_;
-  std::size_t sent_ = 0;
-  Op op_;
-  bool busy_ = false;  // a write is in flight or its continuation is queued
-  bool paused_ = false;
-  bool closing_ = false;
-  bool closed_ = false;
-  std::exception_ptr error_;
-  WaitList drain_waiters_;
-  WaitList closed_waiters_;
-  std::shared_ptr<PipeSink> keepalive_;
-};
-
-}  // namespace
-
-// What PipeWriter handles share: the last one to go closes stdin (after the queued bytes).
-class PipeWriterState {
- public:
-  explicit PipeWriterState(std::shared_ptr<PipeSink> sink) noexcept : sink(std::move(sink)) {}
-  ~PipeWriterState() { sink->close(); }
-  std::shared_ptr<PipeSink> sink;
-};
+}  // namespace pipe_os
 
 // ---------------------------------------------------------------------------------------
 // The child: its process handle, the registered wait on it, and its exit status.
@@ -635,13 +119,11 @@ struct ExitWatch {
   HANDLE wait = nullptr;
 };
 
-}  // namespace
-
-class ProcessState final : public LoopResource {
+class Win32Process final : public ProcessState {
  public:
-  ProcessState(EventLoop& loop, std::shared_ptr<LoopResources> resources, HANDLE process, DWORD pid)
-      : LoopResource(loop, std::move(resources)), process_(process), pid_(pid) {}
-  ~ProcessState() override {
+  Win32Process(EventLoop& loop, std::shared_ptr<LoopResources> resources, HANDLE process, DWORD pid)
+      : ProcessState(loop, std::move(resources), static_cast<int>(pid)), process_(process) {}
+  ~Win32Process() override {
     detach_from_loop();
     stop_watch();
     ::CloseHandle(process_);
@@ -651,10 +133,6 @@ class ProcessState final : public LoopResource {
     stop_watch();
     loop_ = nullptr;  // the handle stays ours until the Process goes: pid() and kill() work
   }
-
-  DWORD pid() const noexcept { return pid_; }
-  const std::optional<int>& returncode() const noexcept { return returncode_; }
-  WaitList& exit_waiters() noexcept { return exit_waiters_; }
 
   void start_watch() {
     auto watch = std::make_unique<ExitWatch>();
@@ -671,12 +149,12 @@ class ProcessState final : public LoopResource {
     watch_ = std::move(watch);
   }
 
-  void send_signal(int sig) {
+  void send_signal(int sig) override {
     if (sig == SIGTERM) {
       terminate();
       return;
     }
-    if (returncode_) throw ProcessLookupError(ESRCH, "the process has already exited");
+    if (returncode()) throw ProcessLookupError(ESRCH, "the process has already exited");
     if (sig == SIGINT || sig == SIGBREAK) {
       throw NotImplementedError(
           "send_signal: console control events (SIGINT, SIGBREAK) are not supported on "
@@ -685,8 +163,8 @@ class ProcessState final : public LoopResource {
     throw ValueError("Unsupported signal: " + std::to_string(sig));
   }
 
-  void terminate() {
-    if (returncode_) throw ProcessLookupError(ESRCH, "the process has already exited");
+  void terminate() override {
+    if (returncode()) throw ProcessLookupError(ESRCH, "the process has already exited");
     if (::TerminateProcess(process_, kTerminatedExitCode)) return;
     const DWORD error = ::GetLastError();
     // Access is denied to a process that has already exited (and is not waited for yet):
@@ -699,6 +177,9 @@ class ProcessState final : public LoopResource {
     throw_os_error(core::win32::errno_from_error(error), "TerminateProcess");
   }
 
+  // Windows has one way to end a process (asyncio: kill = terminate).
+  void kill() override { terminate(); }
+
  private:
   // On the thread pool's wait thread: post, nothing else.
   static void CALLBACK on_signalled(void* context, BOOLEAN /*timed_out*/) {
@@ -707,17 +188,16 @@ class ProcessState final : public LoopResource {
     std::weak_ptr<LoopResource> weak = watch->process;
     watch->resources->post_from_thread([weak = std::move(weak)](EventLoop& loop) {
       loop.remove_external_work();
-      if (auto self = weak.lock()) static_cast<ProcessState&>(*self).exited();
+      if (auto self = weak.lock()) static_cast<Win32Process&>(*self).exited();
     });
   }
 
   void exited() {
-    if (returncode_) return;
+    if (returncode()) return;
     stop_watch();
     DWORD code = 0;
     if (!::GetExitCodeProcess(process_, &code)) code = 255;
-    returncode_ = static_cast<int>(code);
-    exit_waiters_.wake_all();
+    set_returncode(static_cast<int>(code));
   }
 
   // Unregisters the wait (blocking until its callback, if running, has returned). Loop thread
@@ -732,247 +212,14 @@ class ProcessState final : public LoopResource {
   }
 
   HANDLE process_;
-  DWORD pid_;
-  std::optional<int> returncode_;
   std::unique_ptr<ExitWatch> watch_;
-  WaitList exit_waiters_;
 };
+
+}  // namespace
 
 void set_pidfd_child_watcher_enabled(bool) noexcept {}  // no pidfd on Windows
 
 }  // namespace detail
-
-// ---------------------------------------------------------------------------------------
-// The coroutines behind the public methods. Each holds its state by shared_ptr, so a
-// handle dropped while they run does not pull the state from under them.
-
-namespace {
-
-using detail::PipeReaderState;
-using detail::PipeSink;
-using detail::ProcessState;
-using detail::WaitLeaf;
-
-Coro<std::string> read_impl(std::shared_ptr<PipeReaderState> r, std::ptrdiff_t n) {
-  r->check_error();
-  if (n == 0) co_return std::string();
-  if (n < 0) {
-    while (!r->eof()) {
-      co_await PipeReaderState::Fill(*r);
-      r->check_error();
-    }
-    co_return r->take(r->available());
-  }
-  while (r->available() == 0 && !r->eof()) {
-    co_await PipeReaderState::Fill(*r);
-    r->check_error();
-  }
-  co_return r->take(static_cast<std::size_t>(n));
-}
-
-Coro<std::string> readexactly_impl(std::shared_ptr<PipeReaderState> r, std::size_t n) {
-  r->check_error();
-  while (r->available() < n) {
-    if (r->eof()) {
-      std::string partial = r->take(r->available());
-      throw IncompleteReadError(std::move(partial), n);
-    }
-    co_await PipeReaderState::Fill(*r);
-    r->check_error();
-  }
-  co_return r->take(n);
-}
-
-// The offset just past `separator`, reading more as needed. Raises as asyncio's readuntil.
-Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r, std::string separator) {
-  if (separator.empty()) throw ValueError("Separator should be at least one-byte string");
-  std::size_t searched = 0;  // bytes already known not to start a match
-  for (;;) {
-    r->check_error();
-    const std::string_view data = r->view();
-    if (data.size() >= separator.size()) {
-      const std::size_t found = data.find(separator, searched);
-      if (found != std::string_view::npos) {
-        if (found > r->limit()) {
-          throw LimitOverrunError("Separator is found, but chunk is longer than limit", found);
-        }
-        co_return found + separator.size();
-      }
-      searched = data.size() - separator.size() + 1;
-      if (searched > r->limit()) {
-        throw LimitOverrunError("Separator is not found, and chunk exceed the limit", searched);
-      }
-    }
-    if (r->eof()) {
-      std::string partial = r->take(r->available());
-      throw IncompleteReadError(std::move(partial), 0);
-    }
-    co_await PipeReaderState::Fill(*r);
-  }
-}
-
-Coro<std::string> readuntil_impl(std::shared_ptr<PipeReaderState> r, std::string separator) {
-  const std::size_t end = co_await find_separator(r, std::move(separator));
-  co_return r->take(end);
-}
-
-Coro<std::string> readline_impl(std::shared_ptr<PipeReaderState> r) {
-  std::size_t end = 0;
-  std::string partial;
-  bool incomplete = false;
-  std::optional<std::string> overrun;
-  try {
-    end = co_await find_separator(r, "\n");
-  } catch (IncompleteReadError& e) {
-    partial = e.partial();
-    incomplete = true;
-  } catch (const LimitOverrunError& e) {
-    // asyncio drops the over-long line (through its newline when it is buffered).
-    const std::string_view data = r->view();
-    if (data.substr(e.consumed()).starts_with("\n")) {
-      r->discard(e.consumed() + 1);
-    } else {
-      r->discard(data.size());
-    }
-    overrun = e.what();
-  }
-  if (overrun) throw ValueError(*overrun);
-  if (incomplete) co_return partial;
-  co_return r->take(end);
-}
-
-Coro<void> drain_impl(std::shared_ptr<PipeSink> sink) {
-  for (;;) {
-    // As asyncio's FlowControlMixin: once the pipe is gone, drain() says so.
-    if (sink->closed()) throw ConnectionResetError(ECONNRESET, "Connection lost");
-    if (!sink->paused()) co_return;
-    co_await WaitLeaf(sink->drain_waiters());
-  }
-}
-
-Coro<void> wait_closed_impl(std::shared_ptr<PipeSink> sink) {
-  while (!sink->closed()) co_await WaitLeaf(sink->closed_waiters());
-  if (std::exception_ptr error = sink->error()) std::rethrow_exception(error);
-}
-
-Coro<int> wait_impl(std::shared_ptr<ProcessState> process) {
-  while (!process->returncode()) co_await WaitLeaf(process->exit_waiters());
-  co_return *process->returncode();
-}
-
-// communicate()'s three legs. Each is a task of the gather, so they run at once.
-Coro<void> feed_stdin(std::shared_ptr<PipeSink> sink, std::string input) {
-  if (!sink) co_return;
-  if (!input.empty()) {
-    sink->write(input);
-    try {
-      co_await drain_impl(sink);
-    } catch (const ConnectionError&) {
-      // A child that exits or closes stdin without reading it all is not an error here
-      // (asyncio ignores BrokenPipeError and ConnectionResetError the same way).
-    }
-  }
-  sink->close();
-}
-
-Coro<std::string> read_to_end(std::shared_ptr<PipeReaderState> reader) {
-  if (!reader) co_return std::string();
-  co_return co_await read_impl(std::move(reader), -1);
-}
-
-Coro<std::pair<std::string, std::string>> communicate_impl(std::shared_ptr<ProcessState> process,
-                                                           std::shared_ptr<PipeSink> in,
-                                                           std::shared_ptr<PipeReaderState> out,
-                                                           std::shared_ptr<PipeReaderState> err,
-                                                           std::string input) {
-  auto results = co_await gather(feed_stdin(std::move(in), std::move(input)),
-                                 read_to_end(std::move(out)), read_to_end(std::move(err)));
-  co_await wait_impl(std::move(process));
-  co_return std::pair<std::string, std::string>(std::move(std::get<1>(results)),
-                                                std::move(std::get<2>(results)));
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------
-// Public methods.
-
-Coro<std::string> PipeReader::read(std::ptrdiff_t n) {
-  return read_impl(state_, n);
-}
-Coro<std::string> PipeReader::readline() {
-  return readline_impl(state_);
-}
-Coro<std::string> PipeReader::readexactly(std::size_t n) {
-  return readexactly_impl(state_, n);
-}
-Coro<std::string> PipeReader::readuntil(std::string separator) {
-  return readuntil_impl(state_, std::move(separator));
-}
-bool PipeReader::at_eof() const noexcept {
-  return state_->eof() && state_->available() == 0;
-}
-
-void PipeWriter::write(std::string_view data) {
-  state_->sink->write(data);
-}
-void PipeWriter::writelines(std::initializer_list<std::string_view> lines) {
-  for (std::string_view line : lines) state_->sink->write(line);
-}
-Coro<void> PipeWriter::drain() {
-  return drain_impl(state_->sink);
-}
-void PipeWriter::close() {
-  state_->sink->close();
-}
-bool PipeWriter::is_closing() const noexcept {
-  return state_->sink->is_closing();
-}
-Coro<void> PipeWriter::wait_closed() {
-  return wait_closed_impl(state_->sink);
-}
-std::size_t PipeWriter::get_write_buffer_size() const noexcept {
-  return state_->sink->buffer_size();
-}
-
-Process::Process(std::shared_ptr<detail::ProcessState> state,
-                 std::shared_ptr<detail::PipeWriterState> std_in,
-                 std::shared_ptr<detail::PipeReaderState> std_out,
-                 std::shared_ptr<detail::PipeReaderState> std_err)
-    : state_(std::move(state)) {
-  if (std_in) std_in_.emplace(std::move(std_in));
-  if (std_out) std_out_.emplace(std::move(std_out));
-  if (std_err) std_err_.emplace(std::move(std_err));
-}
-Process::Process(Process&&) noexcept = default;
-Process& Process::operator=(Process&&) noexcept = default;
-Process::~Process() = default;
-
-int Process::pid() const noexcept {
-  return static_cast<int>(state_->pid());
-}
-std::optional<int> Process::returncode() const noexcept {
-  return state_->returncode();
-}
-Coro<int> Process::wait() {
-  return wait_impl(state_);
-}
-
-Coro<std::pair<std::string, std::string>> Process::communicate(std::string input) {
-  return communicate_impl(state_, std_in_ ? std_in_->state()->sink : nullptr,
-                          std_out_ ? std_out_->state() : nullptr,
-                          std_err_ ? std_err_->state() : nullptr, std::move(input));
-}
-
-void Process::send_signal(int sig) {
-  state_->send_signal(sig);
-}
-void Process::terminate() {
-  state_->terminate();
-}
-void Process::kill() {
-  state_->terminate();  // Windows has one way to end a process (asyncio: kill = terminate)
-}
 
 // ---------------------------------------------------------------------------------------
 // Spawning.
@@ -1259,25 +506,13 @@ Process spawn(const std::wstring* application, std::wstring command_line,
   ::CloseHandle(info.hThread);
 
   auto process =
-      std::make_shared<detail::ProcessState>(loop, resources, info.hProcess, info.dwProcessId);
+      std::make_shared<detail::Win32Process>(loop, resources, info.hProcess, info.dwProcessId);
   process->start_watch();
-
-  std::shared_ptr<detail::PipeWriterState> in;
-  std::shared_ptr<detail::PipeReaderState> out;
-  std::shared_ptr<detail::PipeReaderState> err;
-  if (ours[0].get() != nullptr) {
-    in = std::make_shared<detail::PipeWriterState>(
-        std::make_shared<detail::PipeSink>(loop, resources, ours[0].release()));
-  }
-  if (ours[1].get() != nullptr) {
-    out = std::make_shared<detail::PipeReaderState>(loop, resources, ours[1].release(),
-                                                    options.limit);
-  }
-  if (ours[2].get() != nullptr) {
-    err = std::make_shared<detail::PipeReaderState>(loop, resources, ours[2].release(),
-                                                    options.limit);
-  }
-  return Process(std::move(process), std::move(in), std::move(out), std::move(err));
+  const auto ours_or_invalid = [](OwnedHandle& h) {
+    return h.get() != nullptr ? detail::native_of(h.release()) : core::kInvalidHandle;
+  };
+  return detail::make_process(loop, resources, std::move(process), ours_or_invalid(ours[0]),
+                              ours_or_invalid(ours[1]), ours_or_invalid(ours[2]), options.limit);
 }
 
 }  // namespace

@@ -19,10 +19,13 @@
 // (nullptr when not PIPE, as Python's None). Python's None redirection is
 // subprocess::INHERIT.
 //
-// A child is always reaped (pidfd where the kernel has it, else a waiting thread), even when
-// its Process is dropped early or its loop closes first: corio never leaves zombies.
-// This header must never name a platform type; the POSIX implementation is
-// subprocess_posix.cpp.
+// A child is always watched to its exit, even when its Process is dropped early or its loop
+// closes first: on POSIX it is reaped through a pidfd where the kernel has one, else by a
+// waiting thread (corio never leaves zombies); on Windows a registered wait on the process
+// handle reports the exit.
+// This header must never name a platform type. The implementation: subprocess_common.cpp and
+// subprocess_pipes.cpp on every platform, subprocess_posix.cpp (posix_spawn) or
+// subprocess_win32.cpp (CreateProcessW, named pipes) for what differs.
 #pragma once
 
 #include <concepts>
@@ -75,7 +78,7 @@ struct SubprocessOptions {
   std::optional<std::string> cwd;
   // The child's whole environment as "NAME=value" strings (Python: env=); nullopt: ours.
   std::optional<std::vector<std::string>> env;
-  // setsid() in the child (Python: start_new_session=True).
+  // setsid() in the child; on Windows, a new process group (Python: start_new_session=True).
   bool start_new_session = false;
   // Buffer limit of the stdout/stderr readers (asyncio's limit=, 64 KiB).
   std::size_t limit = 64 * 1024;
@@ -149,7 +152,8 @@ class Process {
   ~Process();
 
   int pid() const noexcept;
-  // The exit status once the child is reaped: its exit code, or -N when signal N killed it.
+  // The exit status once the child is reaped: its exit code, or -N when signal N killed it
+  // (POSIX; on Windows terminate() and kill() leave exit code 1, as Python).
   std::optional<int> returncode() const noexcept;
   PipeWriter* std_in() noexcept { return std_in_ ? &*std_in_ : nullptr; }
   PipeReader* std_out() noexcept { return std_out_ ? &*std_out_ : nullptr; }
@@ -165,8 +169,10 @@ class Process {
 
   // ProcessLookupError once the child has been reaped.
   void send_signal(int sig);
-  void terminate();  // SIGTERM
-  void kill();       // SIGKILL
+  // SIGTERM / SIGKILL on POSIX; TerminateProcess on Windows, where send_signal takes SIGTERM
+  // (terminates), raises NotImplementedError for SIGINT/SIGBREAK, ValueError for the rest.
+  void terminate();
+  void kill();
 
  private:
   std::shared_ptr<detail::ProcessState> state_;
@@ -175,9 +181,10 @@ class Process {
   std::optional<PipeReader> std_err_;
 };
 
-// asyncio.create_subprocess_exec(program, *args, ...): runs `program` (searched in PATH when
-// it has no '/') with `args` after argv[0]. FileNotFoundError / PermissionError when it
-// cannot be executed.
+// asyncio.create_subprocess_exec(program, *args, ...): runs `program` with `args` after
+// argv[0]. FileNotFoundError / PermissionError when it cannot be executed. POSIX searches
+// PATH when `program` has no '/'; Windows searches as CreateProcessW does and passes argv as
+// one command line quoted by the MSVC rules (as Python's list2cmdline).
 Coro<Process> create_subprocess_exec(std::string program, std::vector<std::string> args = {},
                                      SubprocessOptions options = {});
 
@@ -209,11 +216,13 @@ requires(sizeof...(Args) > 0 && (detail::SubprocessArgument<Args> &&
   (detail::add_subprocess_argument(argv, options, std::forward<Args>(args)), ...);
   return create_subprocess_exec(std::move(program), std::move(argv), std::move(options));
 }
-// asyncio.create_subprocess_shell(cmd, ...): /bin/sh -c cmd.
+// asyncio.create_subprocess_shell(cmd, ...): /bin/sh -c cmd on POSIX, %ComSpec% /c "cmd" on
+// Windows (as Python).
 Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options = {});
 
 namespace detail {
-// For tests: false makes new children use the waiting-thread reaper instead of pidfd.
+// For tests: false makes new children use the waiting-thread reaper instead of pidfd (POSIX;
+// does nothing on Windows).
 void set_pidfd_child_watcher_enabled(bool enabled) noexcept;
 }  // namespace detail
 
