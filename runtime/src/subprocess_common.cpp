@@ -5,10 +5,10 @@
 
 #include <cerrno>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 
 #include "corio/core/errors.hpp"
+#include "corio/detail/loop_local.hpp"
 #include "corio/gather.hpp"
 
 namespace corio {
@@ -95,7 +95,7 @@ void LoopResources::unlink(LoopResource* r) noexcept {
   r->linked_ = false;
 }
 
-void LoopResources::close() {
+void LoopResources::on_loop_close() {
   {
     std::lock_guard lock(mutex_);
     loop_for_threads_ = nullptr;
@@ -121,44 +121,9 @@ void LoopResources::post_from_thread(absl::AnyInvocable<void(EventLoop&)> callba
   }
 }
 
-namespace {
-
-struct ResourceRegistry {
-  std::mutex mutex;
-  std::unordered_map<const EventLoop*, std::shared_ptr<LoopResources>> map;
-};
-ResourceRegistry& resource_registry() {
-  static ResourceRegistry* r = new ResourceRegistry;  // never destroyed: loops may close at exit
-  return *r;
-}
-
-}  // namespace
-
 std::shared_ptr<LoopResources> resources_for(EventLoop& loop) {
-  ResourceRegistry& r = resource_registry();
-  {
-    std::lock_guard lock(r.mutex);
-    if (auto it = r.map.find(&loop); it != r.map.end()) return it->second;
-  }
   loop.check_open();
-  auto resources = std::make_shared<LoopResources>(loop);
-  {
-    std::lock_guard lock(r.mutex);
-    r.map.emplace(&loop, resources);
-  }
-  loop.at_close([&loop] {
-    std::shared_ptr<LoopResources> closing;
-    {
-      ResourceRegistry& reg = resource_registry();
-      std::lock_guard lock(reg.mutex);
-      auto it = reg.map.find(&loop);
-      if (it == reg.map.end()) return;
-      closing = std::move(it->second);
-      reg.map.erase(it);
-    }
-    closing->close();
-  });
-  return resources;
+  return LoopLocal<LoopResources>::get(loop);
 }
 
 LoopResource::LoopResource(EventLoop& loop, std::shared_ptr<LoopResources> resources)

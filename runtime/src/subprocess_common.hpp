@@ -135,8 +135,9 @@ class LoopResources {
 
   void link(LoopResource* r) noexcept;
   void unlink(LoopResource* r) noexcept;
-  // The loop is closing: every resource still linked gives its handles back.
-  void close();
+  // The loop is closing (LoopLocal calls it): every resource still linked gives its handles
+  // back.
+  void on_loop_close();
   // For other threads (a waiting thread, a wait callback): posts `callback` to the loop
   // unless it has closed.
   void post_from_thread(absl::AnyInvocable<void(EventLoop&)> callback);
@@ -147,7 +148,7 @@ class LoopResources {
   LoopResource* head_ = nullptr;  // loop thread only
 };
 
-// The registry of `loop`, made (and hooked to the loop's close) on first use.
+// The registry of `loop` (a LoopLocal), made on first use. RuntimeError once the loop is closed.
 std::shared_ptr<LoopResources> resources_for(EventLoop& loop);
 
 // ---------------------------------------------------------------------------------------
