@@ -2,7 +2,9 @@
 // fallbacks (DEFER_TASKRUN -> COOP_TASKRUN -> plain, cancel-by-fd or per-op cancels), batched
 // submission (one kernel entry per loop iteration, none for an idle poll), a full submission
 // queue and an overflowing completion queue, the single-issuer thread rules, teardown with
-// requests in flight, the -EAGAIN poll-then-retry path, and the "unavailable" message.
+// requests in flight, the -EAGAIN poll-then-retry path, the "unavailable" message, stream
+// reads from a multishot recv (order, -ENOBUFS, kernel-ended multishots, cancel and close
+// with bytes read ahead, the read-ahead limit), registered files and SQPOLL.
 // On other backends it compiles to one skipped test; it must never run io_uring code there.
 #include <gtest/gtest.h>
 
@@ -22,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -702,6 +705,283 @@ TEST(IoUringBackend, UnavailableKernelNamesTheEpollBuild) {
   ASSERT_TRUE(WIFEXITED(status));
   if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "seccomp filters are not allowed here";
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// --- stream reads served by a multishot recv ------------------------------------------
+
+// Reads everything `total` bytes long from fd with recv_stream ops of `chunk` bytes, running
+// the backend in between; `pump` runs before each wait (a writer feeding the other end).
+std::string read_stream(IoUringBackend& backend, int fd, std::size_t total, std::size_t chunk,
+                        const std::function<void()>& pump = {}) {
+  std::string got;
+  std::vector<char> buf(chunk);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (got.size() < total && std::chrono::steady_clock::now() < deadline) {
+    TestOp op(OpCode::recv_stream, fd);
+    op.buffer = buf.data();
+    op.length = buf.size();
+    if (!backend.start(op)) {
+      while (op.completions == 0 && std::chrono::steady_clock::now() < deadline) {
+        if (pump) pump();
+        backend.wait(pump ? 0 : 10 * kMs);
+      }
+      if (op.completions == 0) backend.cancel(op);
+    }
+    if (op.result <= 0) {
+      ADD_FAILURE() << "read ended with " << op.result << " after " << got.size() << " bytes";
+      break;
+    }
+    got.append(buf.data(), static_cast<std::size_t>(op.result));
+  }
+  return got;
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+  return s;
+}
+
+class IoUringStreamReads : public ::testing::TestWithParam<bool> {};
+
+// Many messages of many sizes arrive in order and complete, multishot on or off.
+TEST_P(IoUringStreamReads, DeliverManyMessagesInOrder) {
+  IoUringBackend backend(IoUringBackend::Options{.multishot_recv = GetParam()});
+  if (GetParam() && !backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  EXPECT_EQ(backend.multishot_recv(), GetParam());
+  auto [a, b] = stream_pair();
+  const std::string all = pattern(300'000);
+  std::size_t sent = 0, message = 0;
+  auto pump = [&, fd = b.get()] {
+    // Messages of 1..700 bytes, a few at a time, as long as the socket takes them.
+    for (int i = 0; i < 4 && sent < all.size(); ++i) {
+      const std::size_t n = std::min<std::size_t>(1 + (message * 37) % 700, all.size() - sent);
+      const ssize_t w = ::write(fd, all.data() + sent, n);
+      if (w <= 0) break;
+      sent += static_cast<std::size_t>(w);
+      ++message;
+    }
+  };
+  const std::string got = read_stream(backend, a.get(), all.size(), 500, pump);
+  EXPECT_TRUE(got == all) << "got " << got.size() << " of " << all.size() << " bytes";
+  if (GetParam()) {
+    EXPECT_GT(backend.stats().recv_inline, 0u);             // bytes read ahead were served
+    EXPECT_LT(backend.stats().recv_arms, message / 4 + 2);  // far fewer requests than reads
+  } else {
+    EXPECT_EQ(backend.stats().recv_arms, 0u);
+  }
+  EXPECT_EQ(backend.in_flight(), 0u);
+}
+
+// EOF after the bytes, and every read after that: 0.
+TEST_P(IoUringStreamReads, EofComesAfterTheBytesAndStays) {
+  IoUringBackend backend(IoUringBackend::Options{.multishot_recv = GetParam()});
+  auto [a, b] = stream_pair();
+  write_all(b.get(), "last words");
+  ::close(b.release());
+  EXPECT_EQ(read_stream(backend, a.get(), 10, 3), "last words");
+  for (int i = 0; i < 2; ++i) {
+    char c;
+    TestOp op(OpCode::recv_stream, a.get());
+    op.buffer = &c;
+    op.length = 1;
+    if (!backend.start(op)) run_until(backend, [&] { return op.completions > 0; });
+    EXPECT_EQ(op.result, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Multishot, IoUringStreamReads, ::testing::Bool());
+
+// 2 buffers of 64 bytes for 1 MiB: the multishot keeps running out of buffers (-ENOBUFS),
+// is re-armed once they are back, and every byte still arrives, in order.
+TEST(IoUringBackend, EmptyBufferRingLosesNoByte) {
+  IoUringBackend backend(IoUringBackend::Options{.recv_buffers = 2, .recv_buffer_size = 64});
+  if (!backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  auto [a, b] = stream_pair();
+  const std::string all = pattern(1 << 20);
+  std::thread writer([&all, fd = b.get()] {
+    ::fcntl(fd, F_SETFL, 0);  // blocking: the writer waits for the reader
+    std::size_t sent = 0;
+    while (sent < all.size()) {
+      const ssize_t w =
+          ::write(fd, all.data() + sent, std::min<std::size_t>(8192, all.size() - sent));
+      if (w <= 0) break;
+      sent += static_cast<std::size_t>(w);
+    }
+  });
+  const std::string got = read_stream(backend, a.get(), all.size(), 4096);
+  writer.join();
+  EXPECT_TRUE(got == all) << "got " << got.size() << " of " << all.size() << " bytes";
+  EXPECT_GT(backend.stats().recv_nobufs, 0u);
+  std::printf("1 MiB through 2x64-byte buffers: %llu arms, %llu -ENOBUFS\n",
+              static_cast<unsigned long long>(backend.stats().recv_arms),
+              static_cast<unsigned long long>(backend.stats().recv_nobufs));
+}
+
+// A completion queue of 2 entries: the kernel cannot post a completion per buffer, so it ends
+// the multishot with the data in a completion without IORING_CQE_F_MORE. The next read
+// re-arms it and nothing is lost.
+TEST(IoUringBackend, MultishotEndedByTheKernelIsReArmed) {
+  IoUringBackend backend(
+      IoUringBackend::Options{.entries = 1, .recv_buffers = 64, .recv_buffer_size = 64});
+  if (!backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  auto [a, b] = stream_pair();
+  const std::string all = pattern(64 * 1024);
+  std::size_t sent = 0;
+  auto pump = [&, fd = b.get()] {
+    if (sent >= all.size()) return;
+    const ssize_t w =
+        ::write(fd, all.data() + sent, std::min<std::size_t>(2048, all.size() - sent));
+    if (w > 0) sent += static_cast<std::size_t>(w);
+  };
+  const std::string got = read_stream(backend, a.get(), all.size(), 100, pump);
+  EXPECT_TRUE(got == all) << "got " << got.size() << " of " << all.size() << " bytes";
+  EXPECT_GT(backend.stats().recv_ended, 0u);
+  EXPECT_GT(backend.stats().recv_arms, 1u);
+}
+
+// A waiting read cancelled while its bytes are already out of the kernel (harvested, not
+// yet dispatched) or still arriving: the bytes go to the next read.
+TEST(IoUringBackend, CancelledStreamReadLosesNoByte) {
+  IoUringBackend backend;
+  if (!backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  auto [a, b] = stream_pair();
+  auto [c, d] = stream_pair();
+  char buf[16] = {};
+  TestOp waiting(OpCode::recv_stream, a.get());
+  waiting.buffer = buf;
+  waiting.length = sizeof buf;
+  ASSERT_FALSE(backend.start(waiting));
+  backend.wait(0);  // the multishot is armed
+  write_all(b.get(), "hello");
+  // Cancelling an unrelated request enters the kernel and harvests "hello" without
+  // dispatching it.
+  TestOp other(OpCode::wait_readable, c.get());
+  backend.start(other);
+  backend.cancel(other);
+  EXPECT_EQ(other.state, OpState::cancelled);
+  backend.cancel(waiting);
+  EXPECT_EQ(waiting.completions, 1);
+  EXPECT_EQ(waiting.state, OpState::cancelled);
+  EXPECT_EQ(backend.in_flight(), 0u);
+  write_all(b.get(), " world");
+  run_until(backend, [&] { return backend.recv_ahead(a.get()) == 11; });
+  EXPECT_EQ(read_stream(backend, a.get(), 11, 4), "hello world");
+}
+
+// close() with bytes read ahead and a read waiting on another socket: the waiter is
+// cancelled, the bytes are dropped with the socket, the peer sees the close at once.
+TEST(IoUringBackend, ClosingAStreamDropsItsBytesAndItsRequest) {
+  IoUringBackend backend;
+  if (!backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  auto [a, b] = stream_pair();
+  auto [c, d] = stream_pair();
+  EXPECT_EQ(read_stream(backend, a.get(), 0, 1), "");
+  char byte;
+  TestOp first(OpCode::recv_stream, a.get());
+  first.buffer = &byte;
+  first.length = 1;
+  backend.start(first);
+  write_all(b.get(), "queued bytes");
+  run_until(backend, [&] { return first.completions > 0 && backend.recv_ahead(a.get()) > 0; });
+  TestOp waiting(OpCode::recv_stream, c.get());
+  waiting.buffer = &byte;
+  waiting.length = 1;
+  ASSERT_FALSE(backend.start(waiting));
+  backend.wait(0);
+  backend.close(a.release());
+  backend.close(c.release());
+  EXPECT_EQ(waiting.state, OpState::cancelled);
+  EXPECT_EQ(backend.in_flight(), 0u);
+  // Both sockets are really closed: the peers read EOF.
+  EXPECT_EQ(::read(b.get(), &byte, 1), 0);
+  EXPECT_EQ(::read(d.get(), &byte, 1), 0);
+  backend.wait(0);  // late completions for the closed sockets are recognised and dropped
+}
+
+// A reader that falls behind: the socket stops receiving ahead at recv_ahead_limit, and
+// the bytes it left in the kernel come after the ones it took.
+TEST(IoUringBackend, ReadAheadStopsAtItsLimit) {
+  IoUringBackend backend(IoUringBackend::Options{
+      .recv_buffers = 16, .recv_buffer_size = 1024, .recv_ahead_limit = 4096});
+  if (!backend.multishot_recv()) GTEST_SKIP() << "no multishot recv here";
+  auto [a, b] = stream_pair();
+  const std::string all = pattern(100'000);
+  write_all(b.get(), all);
+  char byte;
+  TestOp first(OpCode::recv_stream, a.get());
+  first.buffer = &byte;
+  first.length = 1;
+  if (!backend.start(first)) run_until(backend, [&] { return first.completions > 0; });
+  ASSERT_EQ(first.result, 1);
+  for (int i = 0; i < 20; ++i) backend.wait(kMs);
+  EXPECT_GT(backend.stats().recv_stops, 0u);
+  // The kernel fills at most the whole buffer ring before the stop is seen.
+  EXPECT_LE(backend.recv_ahead(a.get()), 4096u + 16 * 1024);
+  const std::string rest = read_stream(backend, a.get(), all.size() - 1, 3000);
+  EXPECT_TRUE(std::string(1, byte) + rest == all);
+}
+
+// Registered files: stream sockets get a slot (slot == fd), every request on them uses it,
+// and close() empties it so the descriptor number can be reused by another socket.
+TEST(IoUringBackend, FixedFilesCarryStreamsAndAreReleasedOnClose) {
+  for (const bool multishot : {true, false}) {
+    IoUringBackend backend(
+        IoUringBackend::Options{.multishot_recv = multishot, .fixed_files = true});
+    if (!backend.fixed_files()) GTEST_SKIP() << "no sparse registered files here";
+    for (int round = 0; round < 3; ++round) {
+      auto [a, b] = stream_pair();
+      write_all(b.get(), "ping");
+      EXPECT_EQ(read_stream(backend, a.get(), 4, 16), "ping");
+      TestOp send(OpCode::send, a.get());
+      char pong[] = "pong";
+      send.buffer = pong;
+      send.length = 4;
+      if (!backend.start(send)) run_until(backend, [&] { return send.completions > 0; });
+      EXPECT_EQ(send.result, 4);
+      char got[4] = {};
+      EXPECT_EQ(::read(b.get(), got, 4), 4);
+      TestOp waiting(OpCode::recv_stream, a.get());
+      waiting.buffer = got;
+      waiting.length = sizeof got;
+      EXPECT_FALSE(backend.start(waiting));
+      backend.wait(0);
+      backend.close(a.release());
+      run_until(backend, [&] { return waiting.completions > 0; });
+      EXPECT_EQ(waiting.state, OpState::cancelled);
+      EXPECT_EQ(::read(b.get(), got, 1), 0) << "the socket must really be closed";
+    }
+    EXPECT_EQ(backend.stats().files_registered, 3u);
+    EXPECT_EQ(backend.in_flight(), 0u);
+  }
+}
+
+// SQPOLL: a kernel thread submits; the backend behaves the same.
+TEST(IoUringBackend, SqpollRingCarriesOperations) {
+  IoUringBackend backend(IoUringBackend::Options{.sqpoll = true, .sqpoll_idle_ms = 10});
+  if (!backend.sqpoll()) GTEST_SKIP() << "IORING_SETUP_SQPOLL refused here";
+  auto [a, b] = stream_pair();
+  for (int i = 0; i < 50; ++i) {
+    write_all(b.get(), "x");
+    EXPECT_EQ(read_stream(backend, a.get(), 1, 8), "x");
+  }
+  char buf[4];
+  TestOp waiting(OpCode::recv, a.get());
+  waiting.buffer = buf;
+  waiting.length = sizeof buf;
+  backend.start(waiting);
+  backend.wait(0);
+  backend.cancel(waiting);
+  run_until(backend, [&] { return waiting.completions > 0; });
+  EXPECT_EQ(waiting.state, OpState::cancelled);
+  std::thread waker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    backend.wake();
+  });
+  backend.wait(core::kNoDeadline);
+  waker.join();
+  backend.close(a.release());
+  EXPECT_EQ(backend.in_flight(), 0u);
 }
 
 }  // namespace

@@ -40,6 +40,7 @@ bool is_reader(OpCode code) {
     case OpCode::wait_readable:
     case OpCode::accept:
     case OpCode::recv:
+    case OpCode::recv_stream:
     case OpCode::recv_from:
     case OpCode::recv_msg:
     case OpCode::read_at:
@@ -104,6 +105,9 @@ std::int64_t attempt(Operation& op) {
       }
       case OpCode::recv:
         r = ::recv(fd, op.buffer, op.length, op.flags);
+        break;
+      case OpCode::recv_stream:
+        r = ::recv(fd, op.buffer, op.length, 0);
         break;
       case OpCode::send:
         r = ::send(fd, op.buffer, op.length, op.flags | MSG_NOSIGNAL);

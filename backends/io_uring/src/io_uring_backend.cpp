@@ -10,14 +10,18 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "corio/core/errors.hpp"
 
@@ -44,15 +48,24 @@ namespace {
 constexpr std::uint64_t kWakeToken = 1;
 constexpr std::uint64_t kIgnoreToken = 2;  // cancel requests: their result is not interesting
 constexpr std::uint64_t kAcceptTag = 3;    // a listener's multishot accept: generation, fd, tag
+constexpr std::uint64_t kRecvTag = 4;      // a stream socket's multishot recv: generation, fd, tag
 constexpr std::uint64_t kTagMask = 7;
 
 // Connections a multishot accept may take ahead of the accept operations asking for them;
 // beyond this the request is stopped and the kernel's backlog holds the rest.
 constexpr std::size_t kMaxAcceptedAhead = 4096;
 
-std::uint64_t accept_token(int fd, std::uint32_t generation) {
-  return (std::uint64_t{generation} << 32) | (static_cast<std::uint64_t>(fd) << 3) | kAcceptTag;
+std::uint64_t make_token(int fd, std::uint32_t generation, std::uint64_t tag) {
+  return (std::uint64_t{generation} << 32) | (static_cast<std::uint64_t>(fd) << 3) | tag;
 }
+std::uint64_t accept_token(int fd, std::uint32_t generation) {
+  return make_token(fd, generation, kAcceptTag);
+}
+std::uint64_t recv_token(int fd, std::uint32_t generation) {
+  return make_token(fd, generation, kRecvTag);
+}
+// The provided buffer group stream reads use (one per ring).
+constexpr int kRecvGroup = 0;
 int token_fd(std::uint64_t token) {
   return static_cast<int>((token >> 3) & 0x1fffffff);
 }
@@ -75,6 +88,7 @@ enum class Phase : std::uint8_t {
   poll_then_retry,
   poll_then_connect_check,
   accept_waiter,  // no request of its own: waits for its listener's multishot accept
+  recv_waiter,    // no request of its own: waits for its socket's multishot recv
 };
 
 struct Scratch {
@@ -95,6 +109,7 @@ bool is_reader(OpCode code) {
     case OpCode::wait_readable:
     case OpCode::accept:
     case OpCode::recv:
+    case OpCode::recv_stream:
     case OpCode::recv_from:
     case OpCode::recv_msg:
     case OpCode::read_at:
@@ -128,6 +143,7 @@ struct KernelCaps {
   std::string missing;  // opcodes the kernel lacks, space separated
   bool cancel_fd = false;
   bool multishot_accept = false;
+  bool multishot_recv = false;
 };
 
 // IORING_ACCEPT_MULTISHOT (Linux 5.19): an older kernel rejects the flag with -EINVAL at once.
@@ -149,6 +165,76 @@ bool probe_multishot_accept(io_uring& ring) {
     if (!supported && cqe != nullptr) io_uring_cqe_seen(&ring, cqe);
   }
   ::close(listener);  // the ring's teardown cancels the request
+  return supported;
+}
+
+// A provided buffer ring, mapped here (liburing 2.3 has no io_uring_setup_buf_ring) and
+// registered as group `group`. nullptr when the kernel refuses it (before 5.19).
+io_uring_buf_ring* register_buf_ring(io_uring& ring, unsigned entries, int group) {
+  const std::size_t size = entries * sizeof(io_uring_buf);
+  void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return nullptr;
+  auto* br = static_cast<io_uring_buf_ring*>(memory);
+  io_uring_buf_ring_init(br);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uintptr_t>(memory);
+  reg.ring_entries = entries;
+  reg.bgid = static_cast<std::uint16_t>(group);
+  if (io_uring_register_buf_ring(&ring, &reg, 0) < 0) {
+    ::munmap(memory, size);
+    return nullptr;
+  }
+  return br;
+}
+
+void unregister_buf_ring(io_uring& ring, io_uring_buf_ring* br, unsigned entries, int group) {
+  io_uring_unregister_buf_ring(&ring, group);
+  ::munmap(br, entries * sizeof(io_uring_buf));
+}
+
+void prep_recv_multishot(io_uring_sqe* sqe, int fd) {
+  io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kRecvGroup;
+}
+
+// IORING_RECV_MULTISHOT with a provided buffer ring (Linux 6.0): an older kernel refuses the
+// ring or answers the request with -EINVAL at once; a supported one stays armed on a socket
+// with nothing to read. The request is cancelled before its buffer ring goes away.
+bool probe_multishot_recv(io_uring& ring) {
+  io_uring_buf_ring* br = register_buf_ring(ring, 1, kRecvGroup);
+  if (br == nullptr) return false;
+  static unsigned char buffer[64];
+  io_uring_buf_ring_add(br, buffer, sizeof buffer, 0, io_uring_buf_ring_mask(1), 0);
+  io_uring_buf_ring_advance(br, 1);
+  int pair[2];
+  bool supported = false;
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) == 0) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    prep_recv_multishot(sqe, pair[0]);
+    io_uring_sqe_set_data64(sqe, 1);
+    io_uring_cqe* cqe = nullptr;
+    supported = io_uring_submit(&ring) == 1 && io_uring_peek_cqe(&ring, &cqe) != 0;
+    if (supported) {
+      sqe = io_uring_get_sqe(&ring);
+      io_uring_prep_cancel64(sqe, 1, 0);
+      io_uring_sqe_set_data64(sqe, 2);
+      io_uring_submit(&ring);
+      // Both completions (the request's -ECANCELED and the cancel's own) before the ring of
+      // buffers is unregistered.
+      for (int seen = 0; seen < 2;) {
+        __kernel_timespec ts{1, 0};
+        if (io_uring_wait_cqe_timeout(&ring, &cqe, &ts) != 0) break;
+        io_uring_cqe_seen(&ring, cqe);
+        ++seen;
+      }
+    } else if (cqe != nullptr) {
+      io_uring_cqe_seen(&ring, cqe);
+    }
+    ::close(pair[0]);
+    ::close(pair[1]);
+  }
+  unregister_buf_ring(ring, br, 1, kRecvGroup);
   return supported;
 }
 
@@ -180,6 +266,7 @@ const KernelCaps& kernel_caps() {
         io_uring_cqe_seen(&ring, cqe);
       }
       c.multishot_accept = probe_multishot_accept(ring);
+      c.multishot_recv = probe_multishot_recv(ring);
     }
     io_uring_queue_exit(&ring);
     return c;
@@ -221,7 +308,31 @@ unsigned setup_flags(IoUringBackend::TaskRunMode mode) {
 
 }  // namespace
 
-IoUringBackend::IoUringBackend() : IoUringBackend(Options{}) {}
+IoUringBackend::Options IoUringBackend::default_options() {
+  Options options;
+  const char* env = std::getenv("CORIO_IO_URING");
+  if (env == nullptr) return options;
+  const std::string_view all(env);
+  for (std::size_t start = 0; start <= all.size();) {
+    std::size_t end = all.find(',', start);
+    if (end == std::string_view::npos) end = all.size();
+    const std::string_view item = all.substr(start, end - start);
+    start = end + 1;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string_view name = item.substr(0, eq);
+    const unsigned long value = std::strtoul(std::string(item.substr(eq + 1)).c_str(), nullptr, 10);
+    if (name == "multishot_recv") options.multishot_recv = value != 0;
+    if (name == "fixed_files") options.fixed_files = value != 0;
+    if (name == "sqpoll") options.sqpoll = value != 0;
+    if (name == "sqpoll_idle_ms") options.sqpoll_idle_ms = static_cast<unsigned>(value);
+    if (name == "recv_buffers") options.recv_buffers = static_cast<unsigned>(value);
+    if (name == "recv_buffer_size") options.recv_buffer_size = static_cast<unsigned>(value);
+  }
+  return options;
+}
+
+IoUringBackend::IoUringBackend() : IoUringBackend(default_options()) {}
 
 IoUringBackend::IoUringBackend(Options options) : options_(options) {
   const KernelCaps& caps = kernel_caps();
@@ -230,7 +341,13 @@ IoUringBackend::IoUringBackend(Options options) : options_(options) {
   if (!caps.missing.empty()) throw_unavailable("the kernel lacks IORING_OP" + caps.missing);
   cancel_fd_ = caps.cancel_fd && options_.cancel_by_fd;
   multishot_accept_ = caps.multishot_accept && options_.multishot_accept;
+  multishot_recv_ = caps.multishot_recv && options_.multishot_recv;
   if (options_.entries == 0) options_.entries = 1;
+  // The buffer ring's size must be a power of two (at most 32768); a buffer at least 64 bytes.
+  unsigned buffers = 1;
+  while (buffers < options_.recv_buffers && buffers < 32768) buffers <<= 1;
+  options_.recv_buffers = buffers;
+  options_.recv_buffer_size = std::max(options_.recv_buffer_size, 64u);
   // Blocking on purpose: io_uring poll-arms a read on it (eventfd supports NOWAIT), whereas a
   // non-blocking eventfd may be answered -EAGAIN by older kernels instead of waiting.
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
@@ -250,12 +367,34 @@ IoUringBackend::~IoUringBackend() {
   for (auto& [fd, listener] : listeners_) {
     for (int conn : listener->accepted) ::close(conn);
   }
+  if (recv_memory_ != nullptr)
+    ::munmap(recv_memory_, std::size_t{options_.recv_buffers} * options_.recv_buffer_size);
   ::close(wake_fd_);
 }
 
 void IoUringBackend::open_ring() {
   ring_ = new io_uring;
   int r = -EINVAL;
+  if (options_.sqpoll) {
+    // SQPOLL excludes DEFER_TASKRUN; the poller thread is the one issuer. A kernel or a
+    // sandbox that refuses it gets the usual modes below.
+    for (unsigned flags : {IORING_SETUP_SQPOLL | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP,
+                           unsigned{IORING_SETUP_SQPOLL}}) {
+      io_uring_params params{};
+      params.flags = flags;
+      params.sq_thread_idle = options_.sqpoll_idle_ms;
+      r = io_uring_queue_init_params(options_.entries, ring_, &params);
+      if (r == 0) {
+        mode_ = TaskRunMode::plain;
+        sqpoll_ = true;
+        single_issuer_ = false;
+        enabled_ = true;
+        owner_tid_ = 0;
+        ring_ready();
+        return;
+      }
+    }
+  }
   // Try the best mode first; a kernel that does not know a flag answers -EINVAL.
   for (int m = static_cast<int>(options_.best_mode); m <= static_cast<int>(TaskRunMode::plain);
        ++m) {
@@ -270,7 +409,7 @@ void IoUringBackend::open_ring() {
         single_issuer_ = (flags & IORING_SETUP_SINGLE_ISSUER) != 0;
         enabled_ = (flags & IORING_SETUP_R_DISABLED) == 0;
         owner_tid_ = 0;
-        arm_wake();  // fills an entry; a disabled ring submits it once enabled
+        ring_ready();
         return;
       }
       if (r != -EINVAL) break;
@@ -282,8 +421,27 @@ void IoUringBackend::open_ring() {
   throw_unavailable(std::string("io_uring_setup: ") + std::strerror(-r));
 }
 
+// What every new ring needs: the armed wake-up read and, if asked, the fixed-file table.
+void IoUringBackend::ring_ready() {
+  arm_wake();  // fills an entry; a disabled ring submits it once enabled
+  files_table_ = false;
+  if (options_.fixed_files && options_.fixed_file_slots > 0) {
+    // Sparse registration (Linux 5.19); refused: no fixed files.
+    files_table_ = io_uring_register_files_sparse(ring_, options_.fixed_file_slots) == 0;
+  }
+  fixed_files_ = files_table_;
+}
+
 void IoUringBackend::close_ring() noexcept {
   if (ring_ == nullptr) return;
+  free_buf_ring();
+  // Multishot recvs and fixed slots die with the ring; the bytes already taken stay.
+  for (auto& stream : streams_) {
+    if (stream == nullptr) continue;
+    stream->armed = stream->stopping = false;
+    stream->fixed = false;
+  }
+  files_table_ = false;
   io_uring_queue_exit(ring_);
   delete ring_;
   ring_ = nullptr;
@@ -326,7 +484,11 @@ void IoUringBackend::rebind() {
   std::size_t ignored = 0;
   for (const Completion& c : pending_) {
     if ((c.user_data & kTagMask) == kAcceptTag) on_accept(c.user_data, c.res, c.flags, ignored);
+    // Bytes received for streams are kept for their next reads (nobody waits: nothing is in
+    // flight), and their buffers go back before the ring does.
+    if ((c.user_data & kTagMask) == kRecvTag) on_recv(c.user_data, c.res, c.flags, ignored);
   }
+  starved_.clear();
   pending_.clear();
   for (auto& [fd, listener] : listeners_) listener->armed = listener->stopping = false;
   close_ring();
@@ -394,6 +556,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
   if (s.phase != Phase::request) {
     io_uring_prep_poll_add(sqe, fd, is_reader(op.code) ? POLLIN : POLLOUT);
     io_uring_sqe_set_data(sqe, &op);
+    if (uses_fixed(fd)) sqe->flags |= IOSQE_FIXED_FILE;
     return;
   }
   sockaddr* address =
@@ -415,6 +578,9 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       break;
     case OpCode::recv:
       io_uring_prep_recv(sqe, fd, op.buffer, clamp_length(op.length), op.flags);
+      break;
+    case OpCode::recv_stream:
+      io_uring_prep_recv(sqe, fd, op.buffer, clamp_length(op.length), 0);
       break;
     case OpCode::send:
       io_uring_prep_send(sqe, fd, op.buffer, clamp_length(op.length), op.flags | MSG_NOSIGNAL);
@@ -449,6 +615,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       break;
   }
   io_uring_sqe_set_data(sqe, &op);
+  if (uses_fixed(fd)) sqe->flags |= IOSQE_FIXED_FILE;  // slot == fd
 }
 
 bool IoUringBackend::start(Operation& op) {
@@ -458,6 +625,10 @@ bool IoUringBackend::start(Operation& op) {
     return true;
   }
   if (op.code == OpCode::accept && multishot_accept_) return start_accept(op);
+  if (op.code == OpCode::recv_stream) {
+    if (multishot_recv_) return start_recv(op);
+    if (fixed_files_) stream_for(static_cast<int>(op.handle));  // registers the socket
+  }
   ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
   scratch(op).phase = Phase::request;
   prepare(op, get_sqe());
@@ -481,6 +652,14 @@ void IoUringBackend::cancel(Operation& op) {
     finish(op, -ECANCELED);
     return;
   }
+  if (scratch(op).phase == Phase::recv_waiter) {
+    // Likewise: the multishot recv goes on, and what it receives stays for the next read.
+    if (RecvStream* stream = find_stream(static_cast<int>(op.handle)))
+      std::erase(stream->waiters, &op);
+    op.state = OpState::cancel_requested;
+    finish(op, -ECANCELED);
+    return;
+  }
   if (op.state == OpState::submitted) {
     op.state = OpState::cancel_requested;
     io_uring_sqe* sqe = get_sqe();
@@ -494,6 +673,7 @@ void IoUringBackend::close(core::NativeHandle handle) {
   const int fd = static_cast<int>(handle);
   if (fd < 0) return;
   forget_listener(fd);
+  forget_stream(fd);
   Operation* head = static_cast<std::size_t>(fd) < fd_heads_.size()
                         ? fd_heads_[static_cast<std::size_t>(fd)]
                         : nullptr;
@@ -632,10 +812,22 @@ std::size_t IoUringBackend::dispatch() {
       on_accept(c.user_data, c.res, c.flags, completed);
       continue;
     }
+    if ((c.user_data & kTagMask) == kRecvTag) {
+      on_recv(c.user_data, c.res, c.flags, completed);
+      continue;
+    }
     if ((c.user_data & kTagMask) != 0) continue;  // a cancel request's own result
     if (complete(*reinterpret_cast<Operation*>(c.user_data), c.res)) ++completed;
   }
   pending_.clear();
+  // Multishot recvs that found the buffer ring empty: every buffer seen above has been
+  // returned by now, so the ones with a reader waiting start again (the others at their
+  // next read). The kernel kept their bytes in the socket.
+  for (std::size_t i = 0; i < starved_.size(); ++i) {
+    RecvStream* stream = find_stream(starved_[i]);
+    if (stream != nullptr && !stream->waiters.empty()) maybe_arm_recv(*stream);
+  }
+  starved_.clear();
   return completed;
 }
 
@@ -761,6 +953,265 @@ void IoUringBackend::forget_listener(int fd) noexcept {
   }
 }
 
+// --- stream reads served by a multishot recv ---------------------------------------------
+// The first recv_stream on a socket arms one IORING_RECV_MULTISHOT request that takes its
+// buffers from the loop's provided buffer ring. Each completion is copied at once into the
+// first waiting read's buffer (the one copy a plain recv would have made, moved from the
+// kernel to here) or appended to the socket's `ahead` bytes, and its buffer goes straight
+// back to the ring, so buffers are only ever held between two harvests. Reads take `ahead`
+// first, inline. Nothing taken from the kernel is dropped before close(): a cancelled read
+// leaves the bytes for the next one. When `ahead` passes recv_ahead_limit the request is
+// cancelled and the socket's own buffer holds the rest until the reader catches up.
+
+IoUringBackend::RecvStream* IoUringBackend::find_stream(int fd) const noexcept {
+  const auto index = static_cast<std::size_t>(fd);
+  return fd >= 0 && index < streams_.size() ? streams_[index].get() : nullptr;
+}
+
+IoUringBackend::RecvStream& IoUringBackend::stream_for(int fd) {
+  const auto index = static_cast<std::size_t>(fd);
+  if (index >= streams_.size()) streams_.resize(index * 2 + 16);
+  std::unique_ptr<RecvStream>& slot = streams_[index];
+  if (slot == nullptr) {
+    slot = std::make_unique<RecvStream>();
+    slot->fd = fd;
+    slot->generation = ++stream_generation_;
+  }
+  RecvStream& stream = *slot;
+  if (fixed_files_ && !stream.fixed && index < options_.fixed_file_slots) {
+    // A stream socket lives as long as its connection and is closed through close(): worth
+    // a slot. Refused (slot busy, table gone): it keeps using its descriptor.
+    ensure_owner();
+    ++stats_.enters;
+    if (io_uring_register_files_update(ring_, static_cast<unsigned>(fd), &fd, 1) == 1) {
+      stream.fixed = true;
+      ++stats_.files_registered;
+    }
+  }
+  return stream;
+}
+
+bool IoUringBackend::uses_fixed(int fd) const noexcept {
+  if (!fixed_files_) return false;
+  const RecvStream* stream = find_stream(fd);
+  return stream != nullptr && stream->fixed;
+}
+
+std::size_t IoUringBackend::recv_ahead(core::NativeHandle handle) const noexcept {
+  const RecvStream* stream = find_stream(static_cast<int>(handle));
+  return stream != nullptr ? stream->ahead_size() : 0;
+}
+
+bool IoUringBackend::setup_buf_ring() {
+  if (buf_ring_ != nullptr) return true;
+  const std::size_t bytes = std::size_t{options_.recv_buffers} * options_.recv_buffer_size;
+  if (recv_memory_ == nullptr) {
+    // Pages are touched only as the kernel fills them.
+    void* memory =
+        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return false;
+    recv_memory_ = static_cast<unsigned char*>(memory);
+  }
+  ensure_owner();
+  buf_ring_ = register_buf_ring(*ring_, options_.recv_buffers, kRecvGroup);
+  if (buf_ring_ == nullptr) return false;
+  const int mask = io_uring_buf_ring_mask(options_.recv_buffers);
+  for (unsigned bid = 0; bid < options_.recv_buffers; ++bid) {
+    io_uring_buf_ring_add(buf_ring_, recv_memory_ + std::size_t{bid} * options_.recv_buffer_size,
+                          options_.recv_buffer_size, static_cast<unsigned short>(bid), mask,
+                          static_cast<int>(bid));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(options_.recv_buffers));
+  return true;
+}
+
+void IoUringBackend::free_buf_ring() noexcept {
+  if (buf_ring_ == nullptr) return;
+  unregister_buf_ring(*ring_, buf_ring_, options_.recv_buffers, kRecvGroup);
+  buf_ring_ = nullptr;
+}
+
+void IoUringBackend::return_buffer(unsigned bid) noexcept {
+  if (buf_ring_ == nullptr || bid >= options_.recv_buffers) return;  // that ring is gone
+  io_uring_buf_ring_add(buf_ring_, recv_memory_ + std::size_t{bid} * options_.recv_buffer_size,
+                        options_.recv_buffer_size, static_cast<unsigned short>(bid),
+                        io_uring_buf_ring_mask(options_.recv_buffers), 0);
+  io_uring_buf_ring_advance(buf_ring_, 1);
+}
+
+void IoUringBackend::arm_recv(RecvStream& stream) {
+  io_uring_sqe* sqe = get_sqe();
+  prep_recv_multishot(sqe, stream.fd);
+  if (stream.fixed) sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, recv_token(stream.fd, stream.generation));
+  stream.armed = true;
+  stream.stopping = false;
+  ++stats_.recv_arms;
+}
+
+// Arms the socket's multishot recv unless it is running, has nothing more to give (EOF, an
+// error not yet reported) or already holds enough bytes ahead.
+void IoUringBackend::maybe_arm_recv(RecvStream& stream) {
+  if (stream.armed || stream.eof || stream.error != 0 || shutting_down_) return;
+  if (stream.ahead_size() >= options_.recv_ahead_limit) return;
+  arm_recv(stream);
+}
+
+std::int64_t IoUringBackend::take_ahead(RecvStream& stream, Operation& op) noexcept {
+  const std::size_t n = std::min({stream.ahead_size(), op.length, std::size_t{kMaxIo}});
+  std::memcpy(op.buffer, stream.ahead.data() + stream.ahead_head, n);
+  stream.ahead_head += n;
+  if (stream.ahead_head == stream.ahead.size()) {
+    stream.ahead.clear();
+    stream.ahead_head = 0;
+  }
+  return static_cast<std::int64_t>(n);
+}
+
+bool IoUringBackend::start_recv(Operation& op) {
+  const int fd = static_cast<int>(op.handle);
+  if (!setup_buf_ring()) {
+    // No buffer ring after all (memory, or the kernel refused it on this ring): plain recvs.
+    multishot_recv_ = false;
+    return start(op);
+  }
+  RecvStream& stream = stream_for(fd);
+  if (stream.waiters.empty()) {
+    bool answered = true;
+    std::int64_t result = 0;
+    if (stream.ahead_size() > 0 || op.length == 0) {
+      result = take_ahead(stream, op);
+      ++stats_.recv_inline;
+    } else if (stream.error != 0) {
+      result = -std::exchange(stream.error, 0);
+    } else if (!stream.eof) {
+      answered = false;
+    }
+    if (answered) {
+      op.result = result;
+      op.state = OpState::completed;
+      maybe_arm_recv(stream);  // read ahead again once below the limit
+      return true;
+    }
+  }
+  ensure_owner();
+  scratch(op).phase = Phase::recv_waiter;
+  op.state = OpState::submitted;
+  link(op);
+  ++in_flight_;
+  stream.waiters.push_back(&op);
+  maybe_arm_recv(stream);
+  return false;
+}
+
+void IoUringBackend::serve_waiters(RecvStream& stream, std::size_t& completed) {
+  while (!stream.waiters.empty()) {
+    Operation& op = *stream.waiters.front();
+    std::int64_t result;
+    if (stream.ahead_size() > 0) {
+      result = take_ahead(stream, op);
+    } else if (stream.error != 0) {
+      result = -std::exchange(stream.error, 0);
+    } else if (stream.eof) {
+      result = 0;
+    } else {
+      return;
+    }
+    stream.waiters.pop_front();
+    finish(op, result);
+    ++completed;
+  }
+}
+
+void IoUringBackend::on_recv(std::uint64_t token, std::int32_t res, std::uint32_t flags,
+                             std::size_t& completed) {
+  const bool has_buffer = (flags & IORING_CQE_F_BUFFER) != 0;
+  const unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+  RecvStream* stream = find_stream(token_fd(token));
+  if (stream == nullptr || stream->generation != token_generation(token)) {
+    if (has_buffer) return_buffer(bid);  // received for a socket closed since
+    return;
+  }
+  RecvStream& s = *stream;
+  const bool more = (flags & IORING_CQE_F_MORE) != 0;
+  if (!more) s.armed = s.stopping = false;
+  if (res > 0 && has_buffer) {
+    const unsigned char* data = recv_memory_ + std::size_t{bid} * options_.recv_buffer_size;
+    auto len = static_cast<std::size_t>(res);
+    Operation* reader = nullptr;
+    std::size_t given = 0;
+    if (s.ahead_size() == 0 && !s.waiters.empty()) {
+      reader = s.waiters.front();
+      s.waiters.pop_front();
+      given = std::min(len, reader->length);
+      std::memcpy(reader->buffer, data, given);
+    }
+    if (given < len) {
+      if (s.ahead_head > 0 && s.ahead_head >= s.ahead.size() / 2) {
+        s.ahead.erase(0, s.ahead_head);  // keep the string from growing at the front
+        s.ahead_head = 0;
+      }
+      s.ahead.append(reinterpret_cast<const char*>(data) + given, len - given);
+    }
+    return_buffer(bid);
+    if (!more) ++stats_.recv_ended;
+    if (s.ahead_size() > options_.recv_ahead_limit && s.armed && !s.stopping) {
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_cancel64(sqe, token, 0);
+      io_uring_sqe_set_data64(sqe, kIgnoreToken);
+      s.stopping = true;
+      ++stats_.recv_stops;
+    }
+    if (reader != nullptr) {
+      finish(*reader, static_cast<std::int64_t>(given));
+      ++completed;
+    }
+  } else {
+    if (has_buffer) return_buffer(bid);
+    if (res == 0) {
+      s.eof = true;
+    } else if (res == -ENOBUFS) {
+      ++stats_.recv_nobufs;
+      starved_.push_back(s.fd);  // re-armed at the end of this dispatch
+    } else if (res < 0 && res != -ECANCELED) {
+      s.error = -res;
+    }
+  }
+  serve_waiters(s, completed);
+  if (res != -ENOBUFS && !s.waiters.empty()) maybe_arm_recv(s);
+}
+
+// close() of a stream socket: waiting reads are cancelled, bytes nobody read are dropped with
+// the socket, the multishot request is cancelled and the fixed slot emptied before the
+// descriptor closes.
+void IoUringBackend::forget_stream(int fd) noexcept {
+  const auto index = static_cast<std::size_t>(fd);
+  if (index >= streams_.size() || streams_[index] == nullptr) return;
+  std::unique_ptr<RecvStream> stream = std::move(streams_[index]);
+  for (Operation* op : stream->waiters) {
+    op->state = OpState::cancel_requested;
+    finish(*op, -ECANCELED);
+  }
+  try {
+    if (stream->armed) {
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_cancel64(sqe, recv_token(fd, stream->generation), 0);
+      io_uring_sqe_set_data64(sqe, kIgnoreToken);
+      // Now, so the request lets go of the socket when it closes (the peer sees the close
+      // at once); late completions are recognised by generation and their buffers returned.
+      enter(0);
+      harvest();
+    }
+    if (stream->fixed) {
+      int none = -1;
+      ++stats_.enters;
+      io_uring_register_files_update(ring_, static_cast<unsigned>(fd), &none, 1);
+    }
+  } catch (...) {
+    // The ring is unusable; the stale completions, if any, are recognised by generation.
+  }
+}
+
 // One completion for op. Returns true when op is finished (on_complete called).
 bool IoUringBackend::complete(Operation& op, std::int32_t res) {
   Scratch& s = scratch(op);
@@ -810,6 +1261,7 @@ bool IoUringBackend::complete(Operation& op, std::int32_t res) {
       return false;
     }
     case Phase::accept_waiter:
+    case Phase::recv_waiter:
       break;  // has no request of its own, so no completion either
   }
   return false;
@@ -835,6 +1287,7 @@ void IoUringBackend::drain_for_exit() noexcept {
     std::size_t ops = in_flight_;
     std::size_t multishots = 0;
     for (auto& [fd, listener] : listeners_) multishots += listener->armed ? 1 : 0;
+    for (auto& stream : streams_) multishots += stream != nullptr && stream->armed ? 1 : 0;
     auto account = [&] {
       for (const Completion& c : pending_) {
         if (c.user_data == kWakeToken) wake_armed_ = false;
@@ -843,6 +1296,9 @@ void IoUringBackend::drain_for_exit() noexcept {
           if (c.res >= 0) ::close(c.res);
           if ((c.flags & IORING_CQE_F_MORE) == 0 && multishots > 0) --multishots;
         }
+        if ((c.user_data & kTagMask) == kRecvTag && (c.flags & IORING_CQE_F_MORE) == 0 &&
+            multishots > 0)
+          --multishots;
       }
       pending_.clear();
     };

@@ -372,10 +372,11 @@ std::int64_t IocpBackend::issue(Operation& op, const HandleInfo& info, std::uint
               : wsa_outcome(SOCKET_ERROR);
       break;
     }
-    case OpCode::recv: {
+    case OpCode::recv:
+    case OpCode::recv_stream: {  // no read-ahead here: exactly a recv, without flags
       if (!socket) return -ENOTSOCK;
       WSABUF buf{clamp_length(op.length), static_cast<char*>(op.buffer)};
-      s.io.flags = static_cast<DWORD>(flags);
+      s.io.flags = static_cast<DWORD>(op.code == OpCode::recv ? flags : 0);
       r = wsa_outcome(::WSARecv(sock, &buf, 1, &moved, &s.io.flags, &s.overlapped, nullptr));
       break;
     }
@@ -543,6 +544,7 @@ void IocpBackend::conclude(Operation& op, int error, std::uint32_t bytes) {
       }
       break;
     case OpCode::recv:
+    case OpCode::recv_stream:
       if (error == EMSGSIZE) {
         error = 0;
         bytes = static_cast<std::uint32_t>(capacity(op));

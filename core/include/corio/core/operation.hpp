@@ -54,6 +54,11 @@ enum class OpCode : std::uint8_t {
   send_msg,       // gather from buffers/buffer_count; `address` optional
   read_at,        // file read at `offset`
   write_at,       // file write at `offset`
+  // recv on a connected stream socket whose owner reads it only through recv_stream ops (a
+  // StreamReader's transport) until it closes it through the backend: the backend may take
+  // bytes from the kernel ahead of the next op and hands them to it in order (io_uring's
+  // multishot recv). flags are ignored. Elsewhere exactly recv.
+  recv_stream,
 };
 
 enum class OpState : std::uint8_t { idle, submitted, cancel_requested, completed, cancelled };

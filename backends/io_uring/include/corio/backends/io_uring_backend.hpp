@@ -3,8 +3,11 @@
 // start() only fills a submission entry, and wait() submits the batch and waits for
 // completions with ONE io_uring_enter per loop iteration in steady state. Accepts are served
 // by one multishot accept per listener (probed), so a burst of connections is accepted in
-// one go, as a readiness loop accepting until EAGAIN would. cancel() and close() enter the
-// kernel at once, so cancelled operations are finished when they return, as on epoll.
+// one go, as a readiness loop accepting until EAGAIN would. Stream reads (recv_stream) are
+// served by one multishot recv per socket into a ring of provided buffers (probed): the
+// kernel keeps receiving as data arrives, and each read takes what is there, copied once
+// from the provided buffer into the reader's buffer. cancel() and close() enter the kernel at
+// once, so cancelled operations are finished when they return, as on epoll.
 //
 // Cross-thread wake-up: an eventfd. The loop thread keeps an IORING_OP_READ armed on it, and
 // wake() (any thread) writes to the eventfd: a plain syscall that never touches the ring, so
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -31,6 +35,12 @@
 // liburing's types, defined in <liburing.h> and used only in the .cpp.
 struct io_uring;
 struct io_uring_sqe;
+struct io_uring_buf_ring;
+
+// -DCORIO_IO_URING_SQPOLL=ON makes SQPOLL the default (see Options::sqpoll).
+#ifndef CORIO_IO_URING_SQPOLL_DEFAULT
+#define CORIO_IO_URING_SQPOLL_DEFAULT 0
+#endif
 
 namespace corio::backends {
 
@@ -51,20 +61,50 @@ class IoUringBackend {
     TaskRunMode best_mode = TaskRunMode::defer_taskrun;  // lower it to exercise the fallbacks
     bool cancel_by_fd = true;  // use IORING_ASYNC_CANCEL_FD|ALL in close() when the kernel has it
     bool multishot_accept = true;  // serve accepts from a multishot accept when the kernel has it
+    // Serve recv_stream ops from one multishot recv per socket into a provided buffer ring
+    // when the kernel has it (6.0); off, or on older kernels: a plain recv per read.
+    bool multishot_recv = true;
+    unsigned recv_buffers = 256;           // provided buffers, shared by the loop's sockets (2^n)
+    unsigned recv_buffer_size = 16384;     // bytes each; one completion fills at most one
+    std::size_t recv_ahead_limit = 65536;  // bytes a socket may hold for its next read before
+                                           // its multishot stops (the kernel's buffer then
+                                           // applies backpressure to the peer)
+    // Stream sockets (those read with recv_stream) get a registered-file slot, and their
+    // requests use IOSQE_FIXED_FILE. Off by default: it costs two io_uring_register calls
+    // per connection and measured no gain here (bench/echo/README.md).
+    bool fixed_files = false;
+    unsigned fixed_file_slots = 4096;  // descriptors below this can be registered (slot == fd)
+    // IORING_SETUP_SQPOLL: a kernel thread polls the submission queue, so submitting needs
+    // no syscall; it spins for sqpoll_idle_ms after the last submission and so burns a
+    // core while the loop is busy (a loss on a 2-core machine). Off unless built with
+    // -DCORIO_IO_URING_SQPOLL=ON.
+    bool sqpoll = CORIO_IO_URING_SQPOLL_DEFAULT != 0;
+    unsigned sqpoll_idle_ms = 100;
   };
 
   // Counters for tests and measurements.
   struct Stats {
-    std::uint64_t enters = 0;          // calls that enter the kernel (submit and/or wait)
-    std::uint64_t rebuilds = 0;        // rings rebuilt because the loop moved to another thread
-    std::uint64_t sq_full = 0;         // submissions forced early by a full submission queue
-    std::uint64_t cq_overflows = 0;    // completions fetched from the kernel's overflow list
-    std::uint64_t accepts_inline = 0;  // accepts answered from connections already accepted
+    std::uint64_t enters = 0;            // calls that enter the kernel (submit and/or wait)
+    std::uint64_t rebuilds = 0;          // rings rebuilt because the loop moved to another thread
+    std::uint64_t sq_full = 0;           // submissions forced early by a full submission queue
+    std::uint64_t cq_overflows = 0;      // completions fetched from the kernel's overflow list
+    std::uint64_t accepts_inline = 0;    // accepts answered from connections already accepted
+    std::uint64_t recv_arms = 0;         // multishot recv requests submitted
+    std::uint64_t recv_inline = 0;       // stream reads answered from bytes already received
+    std::uint64_t recv_nobufs = 0;       // multishot recvs ended by an empty buffer ring
+    std::uint64_t recv_stops = 0;        // multishot recvs stopped for recv_ahead_limit
+    std::uint64_t recv_ended = 0;        // multishot recvs the kernel ended with data (no F_MORE)
+    std::uint64_t files_registered = 0;  // fixed-file slots filled
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
   // by sysctl or seccomp, kernel too old).
-  IoUringBackend();
+  // The default options, adjusted by the environment variable CORIO_IO_URING, a comma list
+  // of name=value for multishot_recv, fixed_files, sqpoll, sqpoll_idle_ms, recv_buffers,
+  // recv_buffer_size (e.g. "multishot_recv=0,fixed_files=1"), so benchmarks and test runs
+  // can switch them in programs whose loops are built for them. Unknown names are ignored.
+  static Options default_options();
+  IoUringBackend();  // with default_options()
   explicit IoUringBackend(Options options);
   ~IoUringBackend();
   IoUringBackend(const IoUringBackend&) = delete;
@@ -89,6 +129,11 @@ class IoUringBackend {
   TaskRunMode mode() const noexcept { return mode_; }
   bool cancels_by_fd() const noexcept { return cancel_fd_; }
   bool multishot_accept() const noexcept { return multishot_accept_; }
+  bool multishot_recv() const noexcept { return multishot_recv_; }
+  bool fixed_files() const noexcept { return fixed_files_; }
+  bool sqpoll() const noexcept { return sqpoll_; }
+  // Bytes taken from the kernel for fd's next stream reads (tests and measurements).
+  std::size_t recv_ahead(core::NativeHandle handle) const noexcept;
   const Stats& stats() const noexcept { return stats_; }
 
  private:
@@ -108,6 +153,22 @@ class IoUringBackend {
     std::deque<int> accepted;      // accepted descriptors nobody took yet (owned here)
     std::deque<core::Operation*> waiters;
   };
+  // A stream socket read through recv_stream ops while multishot recv is on. Bytes the
+  // multishot request delivers go straight into the first waiting op's buffer, or into
+  // `ahead` (in order) when no op waits; reads take from `ahead` first.
+  struct RecvStream {
+    int fd = -1;
+    std::uint32_t generation = 0;  // in the request's user_data, as for listeners
+    bool armed = false;            // the multishot request is in the kernel
+    bool stopping = false;         // a cancel of it was sent (recv_ahead_limit)
+    bool eof = false;              // the peer shut down: every later read returns 0
+    bool fixed = false;            // fd has a registered-file slot (slot == fd)
+    int error = 0;                 // the error the multishot ended with, for the next read
+    std::string ahead;             // received bytes from ahead_head on, not read yet
+    std::size_t ahead_head = 0;
+    std::deque<core::Operation*> waiters;
+    std::size_t ahead_size() const noexcept { return ahead.size() - ahead_head; }
+  };
 
   void open_ring();
   void close_ring() noexcept;
@@ -115,6 +176,7 @@ class IoUringBackend {
   void rebind();
   void enable();
   void arm_wake();
+  void ring_ready();
   ::io_uring_sqe* get_sqe();
   void prepare(core::Operation& op, ::io_uring_sqe* sqe);
   void resubmit(core::Operation& op);
@@ -133,6 +195,19 @@ class IoUringBackend {
                  std::size_t& completed);
   void hand_over(core::Operation& op, int fd);
   void forget_listener(int fd) noexcept;
+  bool start_recv(core::Operation& op);
+  RecvStream& stream_for(int fd);
+  RecvStream* find_stream(int fd) const noexcept;
+  bool setup_buf_ring();
+  void free_buf_ring() noexcept;
+  void return_buffer(unsigned bid) noexcept;
+  void arm_recv(RecvStream& stream);
+  void maybe_arm_recv(RecvStream& stream);
+  void on_recv(std::uint64_t token, std::int32_t res, std::uint32_t flags, std::size_t& completed);
+  std::int64_t take_ahead(RecvStream& stream, core::Operation& op) noexcept;
+  void serve_waiters(RecvStream& stream, std::size_t& completed);
+  void forget_stream(int fd) noexcept;
+  bool uses_fixed(int fd) const noexcept;
   void drain_for_exit() noexcept;
 
   ::io_uring* ring_ = nullptr;
@@ -143,6 +218,10 @@ class IoUringBackend {
   bool cancel_fd_ = false;
   bool multishot_accept_ = false;
   bool wake_armed_ = false;
+  bool multishot_recv_ = false;
+  bool fixed_files_ = false;
+  bool files_table_ = false;  // the sparse registered-file table exists on this ring
+  bool sqpoll_ = false;
   bool shutting_down_ = false;
   int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
   int wake_fd_ = -1;
@@ -153,6 +232,13 @@ class IoUringBackend {
   std::vector<core::Operation*> fd_heads_;
   std::unordered_map<int, std::unique_ptr<Listener>> listeners_;
   std::uint32_t listener_generation_ = 0;
+  // Stream sockets by fd, and the provided buffer ring their multishot recvs fill (set up
+  // at the first stream read; rebuilt with the ring). The buffers' memory outlives rings.
+  std::vector<std::unique_ptr<RecvStream>> streams_;
+  std::uint32_t stream_generation_ = 0;
+  ::io_uring_buf_ring* buf_ring_ = nullptr;
+  unsigned char* recv_memory_ = nullptr;
+  std::vector<int> starved_;  // fds whose multishot ran out of buffers in this dispatch
   // Completions copied out of the ring and not yet dispatched.
   std::vector<Completion> pending_;
   Stats stats_;
