@@ -312,7 +312,7 @@ class DataWait : private IoAwaiter {
       if (!r.eof && !r.exception) r.eof = true;
       return true;
     }
-    op_.code = core::OpCode::recv;
+    op_.code = core::OpCode::recv_stream;  // the transport owns the socket: read-ahead is safe
     op_.handle = t->handle();
     op_.buffer = r.buffer.prepare(kRecvChunk);
     op_.length = r.buffer.writable();
@@ -641,7 +641,7 @@ bool StreamRead::start_receive() {
     absorbed_ = true;
     return true;
   }
-  op_.code = core::OpCode::recv;
+  op_.code = core::OpCode::recv_stream;
   op_.handle = t.handle();
   op_.buffer = r.buffer.prepare(detail::kRecvChunk);
   op_.length = r.buffer.writable();
