@@ -292,6 +292,69 @@ TEST_F(BackendConformance, RecvSeesEndOfStream) {
   EXPECT_EQ(op.state, OpState::completed);
 }
 
+// A short read may tell a backend the stream is empty (epoll then skips the next recv's
+// syscall and waits for an edge); data and end of stream arriving after it must still be seen,
+// including an end of stream that was already there behind the short read's bytes.
+TEST_F(BackendConformance, ShortReadsThenLaterDataAndEndOfStream) {
+  auto [a, b] = stream_pair();
+  char buf[16] = {};
+  auto recv_once = [&]() {
+    TestOp op(OpCode::recv, a.get());
+    op.buffer = buf;
+    op.length = sizeof buf;
+    run(op);
+    EXPECT_EQ(op.state, OpState::completed);
+    return op.result > 0 ? std::string(buf, static_cast<std::size_t>(op.result))
+                         : std::to_string(op.result);
+  };
+  write_all(b.get(), "ab");
+  EXPECT_EQ(recv_once(), "ab");
+  TestOp waiting(OpCode::recv, a.get());
+  waiting.buffer = buf;
+  waiting.length = sizeof buf;
+  start(waiting);
+  pump();
+  write_all(b.get(), "cd");
+  run_until([&] { return waiting.done(); });
+  EXPECT_EQ(waiting.result, 2);
+  write_all(b.get(), "ef");
+  os::shutdown_write(b.get());
+  pump();
+  EXPECT_EQ(recv_once(), "ef");  // short, with the end of stream queued behind it
+  EXPECT_EQ(recv_once(), "0");
+  EXPECT_EQ(recv_once(), "0");
+}
+
+// Datagram sockets return one datagram per recv, short or not: a short one says nothing about
+// what else is queued.
+TEST_F(BackendConformance, ShortDatagramReadsDoNotHideQueuedDatagrams) {
+  Fd receiver = bound_socket(SOCK_DGRAM);
+  Fd sender = bound_socket(SOCK_DGRAM);
+  core::SocketAddress destination = local_address(receiver.get());
+  char buf[64] = {};
+  TestOp first(OpCode::recv, receiver.get());
+  first.buffer = buf;
+  first.length = sizeof buf;
+  start(first);
+  for (std::string payload : {"one", "two"}) {
+    TestOp send(OpCode::send_to, sender.get());
+    send.buffer = payload.data();
+    send.length = payload.size();
+    send.address = &destination;
+    run(send);
+    EXPECT_EQ(send.result, 3);
+  }
+  run_until([&] { return first.done(); });
+  EXPECT_EQ(first.result, 3);
+  EXPECT_EQ(std::string(buf, 3), "one");
+  TestOp second(OpCode::recv, receiver.get());
+  second.buffer = buf;
+  second.length = sizeof buf;
+  run(second);  // no new datagram, so no new edge: it must not wait for one
+  EXPECT_EQ(second.result, 3);
+  EXPECT_EQ(std::string(buf, 3), "two");
+}
+
 TEST_F(BackendConformance, LargeTransferKeepsEveryByteInOrder) {
   auto [a, b] = stream_pair();
   std::string data(1 << 20, '\0');

@@ -220,7 +220,40 @@ void EpollBackend::ensure_registered(int fd, FdState& state) {
   state.registered = true;
 }
 
+// Remembers that a recv on a stream socket came back short: the kernel copies all it has
+// (tcp and unix stream sockets, non-blocking, no signal can cut it short), so the queue was
+// empty at that moment and any byte arriving later raises an edge. Datagram sockets return
+// one datagram per call, so a short read says nothing about what is queued: never for them.
+void EpollBackend::forget(int fd) {
+  if (static_cast<std::size_t>(fd) < fds_.size()) fds_[static_cast<std::size_t>(fd)] = FdState{};
+}
+
+void EpollBackend::note_recv(int fd, FdState& state, const Operation& op, std::int64_t result) {
+  if (op.code != OpCode::recv || op.flags != 0 || result <= 0 || state.hung_up ||
+      static_cast<std::size_t>(result) >= op.length)
+    return;
+  if (state.kind == FdState::Kind::unknown) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    const bool stream =
+        ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+    state.kind = stream ? FdState::Kind::stream_socket : FdState::Kind::other;
+  }
+  if (state.kind != FdState::Kind::stream_socket) return;
+  // An edge only reaches us once the fd is registered; registering now makes epoll report
+  // data that arrived since the read.
+  try {
+    ensure_registered(fd, state);
+  } catch (const OSError&) {
+    return;
+  }
+  state.drained = true;
+}
+
 void EpollBackend::finish(Operation& op, std::int64_t result) {
+  // An accepted descriptor is new: whatever we knew about an older file with that number
+  // (closed behind our back) no longer applies.
+  if (op.code == OpCode::accept && result >= 0) forget(static_cast<int>(result));
   op.result = result;
   op.state = (result == -ECANCELED && op.state == OpState::cancel_requested) ? OpState::cancelled
                                                                              : OpState::completed;
@@ -248,9 +281,11 @@ bool EpollBackend::start(Operation& op) {
         op.state = OpState::completed;
         return true;
       }
-    } else {
+    } else if (!(state.drained && op.code == OpCode::recv)) {
       const std::int64_t r = attempt(op);
       if (r != -EAGAIN) {
+        note_recv(fd, state, op, r);
+        if (op.code == OpCode::accept && r >= 0) forget(static_cast<int>(r));
         op.result = r;
         op.state = OpState::completed;
         return true;
@@ -278,7 +313,7 @@ void EpollBackend::cancel(Operation& op) {
   finish(op, -ECANCELED);
 }
 
-void EpollBackend::drain(int /*fd*/, OpQueue& queue, bool& ready) {
+void EpollBackend::drain(int fd, OpQueue& queue, bool& ready) {
   ready = true;
   while (Operation* op = queue.head) {
     std::int64_t r = 0;
@@ -288,6 +323,7 @@ void EpollBackend::drain(int /*fd*/, OpQueue& queue, bool& ready) {
         ready = false;
         return;
       }
+      if (op->code == OpCode::recv) note_recv(fd, state_for(fd), *op, r);
     }
     unlink(queue, *op);
     finish(*op, r);
@@ -332,7 +368,11 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     const int fd = static_cast<int>(token);
     FdState& state = state_for(fd);
     const std::uint32_t e = events[i].events;
-    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) drain(fd, state.readers, state.readable);
+    if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) state.hung_up = true;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      state.drained = false;
+      drain(fd, state.readers, state.readable);
+    }
     if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) drain(fd, state.writers, state.writable);
   }
   return before - in_flight_;

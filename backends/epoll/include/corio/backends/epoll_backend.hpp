@@ -1,8 +1,9 @@
 // The epoll backend: a readiness backend presented as operations.
 // Edge-triggered, each fd registered once (on its first wait), the syscall tried before any
-// wait, an eventfd for cross-thread wake-up, and epoll_pwait2 for nanosecond timeouts.
-// Per-fd state lives in a vector indexed by fd, so finding it costs no hashing.
-// It must never call into the runtime: it only moves Operations and calls on_complete.
+// wait (except a recv right after a short one on a stream socket, which would say EAGAIN), an
+// eventfd for cross-thread wake-up, and epoll_pwait2 for nanosecond timeouts. Per-fd state lives in
+// a vector indexed by fd, so finding it costs no hashing. It must never call into the runtime: it
+// only moves Operations and calls on_complete.
 #pragma once
 
 #include <atomic>
@@ -44,12 +45,22 @@ class EpollBackend {
     bool registered = false;
     bool readable = false;  // set by an event, cleared by EAGAIN
     bool writable = false;
+    // A short recv on a stream socket emptied its receive queue (as libuv also assumes),
+    // so the next recv waits for an edge instead of paying for a recv that says EAGAIN.
+    // Cleared by the next readable edge. Never set once the peer hung up: an end of file
+    // still to be read is no data, so a short read does not show it, and it raises no new
+    // edge.
+    bool drained = false;
+    bool hung_up = false;  // an event reported RDHUP, HUP or ERR
+    enum class Kind : std::uint8_t { unknown, stream_socket, other } kind = Kind::unknown;
   };
 
   FdState& state_for(int fd);
   void enqueue(OpQueue& queue, core::Operation& op);
   void unlink(OpQueue& queue, core::Operation& op);
   void ensure_registered(int fd, FdState& state);
+  void forget(int fd);
+  void note_recv(int fd, FdState& state, const core::Operation& op, std::int64_t result);
   void drain(int fd, OpQueue& queue, bool& ready);
   void finish(core::Operation& op, std::int64_t result);
 
