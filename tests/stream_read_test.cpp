@@ -105,7 +105,7 @@ TEST(StreamRead, WaitForTimingOutMidLineKeepsTheBytes) {
 
 TEST(StreamRead, GatherCreateTaskTaskGroupAndCoro) {
   auto lines = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
-    writer.write("0\na\nb\nc\nd\ne\n");  // one segment on loopback: one receive takes it all
+    writer.write("0\na\nb\nc\nd\ne\nf\n");  // one segment on loopback: one receive takes it all
     co_await reader.read(-1);
   };
   with_connection(lines, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
@@ -119,12 +119,14 @@ TEST(StreamRead, GatherCreateTaskTaskGroupAndCoro) {
     EXPECT_EQ(co_await task, "c\n");
     std::string from_group;
     co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
-      Task<std::string> t = tg.create_task(reader.readline().coro());
+      Task<std::string> t = tg.create_task(reader.readline());  // as asyncio spells it
       from_group = co_await t;
     });
     EXPECT_EQ(from_group, "d\n");
+    Task<std::string> on_loop = get_running_loop().create_task(reader.readline());
+    EXPECT_EQ(co_await on_loop, "e\n");
     Coro<std::string> as_coro = reader.readline();
-    EXPECT_EQ(co_await std::move(as_coro), "e\n");
+    EXPECT_EQ(co_await std::move(as_coro), "f\n");
   });
 }
 

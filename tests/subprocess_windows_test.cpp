@@ -521,9 +521,11 @@ TEST(SubprocessChild, DroppedAndOutlivingProcessesAreHarmless) {
           co_await child("sleep", "50", SubprocessOptions{.std_in = PIPE, .std_out = PIPE});
       dropped.std_in()->write("never read");
     }
-    // A child still running when its loop closes, with a read and a write in flight.
+    // A child still running when its loop closes, with a read and a write in flight. Two
+    // seconds, not less: spawning and waiting for the "exit" child below can take a good
+    // part of a second under wine on a loaded machine.
     kept.emplace(
-        co_await child("sleep", "100", SubprocessOptions{.std_in = PIPE, .std_out = PIPE}));
+        co_await child("sleep", "2000", SubprocessOptions{.std_in = PIPE, .std_out = PIPE}));
     kept->std_in()->write(std::string(1024 * 1024, 'k'));
     Task<std::string> reading = create_task(kept->std_out()->read());
     co_await sleep(0.01);

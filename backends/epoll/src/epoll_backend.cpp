@@ -50,6 +50,10 @@ bool is_reader(OpCode code) {
   }
 }
 
+bool is_stream_recv(OpCode code) {
+  return code == OpCode::recv || code == OpCode::recv_stream;
+}
+
 // A zero-timeout poll: is the handle readable/writable right now? (Hang-ups and errors
 // count: an operation would not block.)
 bool still_ready(int fd, bool reader) {
@@ -229,10 +233,13 @@ void EpollBackend::forget(int fd) {
 }
 
 void EpollBackend::note_recv(int fd, FdState& state, const Operation& op, std::int64_t result) {
-  if (op.code != OpCode::recv || op.flags != 0 || result <= 0 || state.hung_up ||
+  const bool stream_op = op.code == OpCode::recv_stream;
+  if (!(stream_op || (op.code == OpCode::recv && op.flags == 0)) || result <= 0 || state.hung_up ||
       static_cast<std::size_t>(result) >= op.length)
     return;
-  if (state.kind == FdState::Kind::unknown) {
+  if (stream_op) {
+    state.kind = FdState::Kind::stream_socket;  // its owner says so
+  } else if (state.kind == FdState::Kind::unknown) {
     int type = 0;
     socklen_t len = sizeof type;
     const bool stream =
@@ -281,10 +288,10 @@ bool EpollBackend::start(Operation& op) {
         op.state = OpState::completed;
         return true;
       }
-    } else if (!(state.drained && op.code == OpCode::recv)) {
+    } else if (!(state.drained && is_stream_recv(op.code))) {
       const std::int64_t r = attempt(op);
       if (r != -EAGAIN) {
-        note_recv(fd, state, op, r);
+        if (is_stream_recv(op.code)) note_recv(fd, state, op, r);
         if (op.code == OpCode::accept && r >= 0) forget(static_cast<int>(r));
         op.result = r;
         op.state = OpState::completed;
@@ -323,7 +330,7 @@ void EpollBackend::drain(int fd, OpQueue& queue, bool& ready) {
         ready = false;
         return;
       }
-      if (op->code == OpCode::recv) note_recv(fd, state_for(fd), *op, r);
+      if (is_stream_recv(op->code)) note_recv(fd, state_for(fd), *op, r);
     }
     unlink(queue, *op);
     finish(*op, r);

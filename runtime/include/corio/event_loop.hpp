@@ -90,6 +90,12 @@ class EventLoop {
   Future<T> create_future();
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = {});
+  // An awaitable that can become a coroutine (a StreamReader read, say) runs as one.
+  template <class A>
+  requires requires(A a) { std::move(a).coro(); }
+  auto create_task(A awaitable, std::string name = {}) {
+    return create_task(std::move(awaitable).coro(), std::move(name));
+  }
 
   // --- error handling and debug ---
   void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }

@@ -69,6 +69,13 @@ class TaskGroup {
     return task;
   }
 
+  // An awaitable that can become a coroutine (a StreamReader read, say) runs as one.
+  template <class A>
+  requires requires(A a) { std::move(a).coro(); }
+  auto create_task(A awaitable, std::string name = {}) {
+    return create_task(std::move(awaitable).coro(), std::move(name));
+  }
+
   // Children not done yet.
   std::size_t size() const noexcept { return pending_; }
 
