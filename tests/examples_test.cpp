@@ -87,6 +87,19 @@ TEST(Examples, FetchConcurrentlyFromRealLoopbackServers) {
   EXPECT_LT(seconds, 2.5);
 }
 
+TEST(Examples, FileCopyCopiesEveryByte) {
+  const auto out = run_example("file_copy", "", /*virtual_time=*/false);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("copied 4194304 bytes in 16 chunks"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find(": identical"), std::string::npos) << out.text;
+}
+
+TEST(Examples, FileCopyReportsAMissingSource) {
+  const auto out = run_example("file_copy", "no-such-file.corio copy.corio", false);
+  EXPECT_EQ(out.status, 1) << out.text;
+  EXPECT_NE(out.text.find("file_copy: open 'no-such-file.corio'"), std::string::npos) << out.text;
+}
+
 #ifndef _WIN32
 TEST(Examples, SubprocessPipelineCountsWords) {
   const auto out = run_example("subprocess_pipeline", "", false);
