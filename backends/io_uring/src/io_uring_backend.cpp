@@ -726,6 +726,24 @@ void IoUringBackend::settle(Operation* only, int fd) {
   }
 }
 
+// Submits a cancel just queued for the multishot request `token` and waits, briefly, for the
+// request's final completion (it may already be among the harvested ones), so the request
+// has let go of its file when the caller closes the descriptor: the peer sees the close at
+// once. Usually one kernel entry; with SQPOLL the poller thread needs a moment.
+void IoUringBackend::await_final(std::uint64_t token) {
+  const core::Nanos deadline = core::monotonic_now() + kSettleGrace;
+  std::size_t checked = 0;
+  for (core::Nanos slice = 0;; slice = kMs) {
+    enter(slice);
+    harvest();
+    for (; checked < pending_.size(); ++checked) {
+      const Completion& c = pending_[checked];
+      if (c.user_data == token && (c.flags & IORING_CQE_F_MORE) == 0) return;
+    }
+    if (core::monotonic_now() >= deadline) return;
+  }
+}
+
 void IoUringBackend::wake() noexcept {
   const std::uint64_t one = 1;
   [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof one);
@@ -738,10 +756,21 @@ void IoUringBackend::enter(core::Nanos timeout) {
       // Polling: enter only when there is something to submit or completion work to run
       // (IORING_SQ_TASKRUN) or to flush (IORING_SQ_CQ_OVERFLOW).
       const unsigned flags = IO_URING_READ_ONCE(*ring_->sq.kflags);
-      if (io_uring_sq_ready(ring_) == 0 &&
-          (flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0)
-        return;
-      r = io_uring_submit_and_get_events(ring_);
+      if (sqpoll_) {
+        // The poller thread takes new entries and posts completions by itself: publish the
+        // entries (liburing enters only to wake a poller gone idle) and flush an overflow.
+        if ((flags & (IORING_SQ_NEED_WAKEUP | IORING_SQ_CQ_OVERFLOW)) == 0) {
+          r = io_uring_submit(ring_);
+          if (r >= 0 || r == -EINTR) return;
+        } else {
+          r = io_uring_submit_and_get_events(ring_);
+        }
+      } else {
+        if (io_uring_sq_ready(ring_) == 0 &&
+            (flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0)
+          return;
+        r = io_uring_submit_and_get_events(ring_);
+      }
     } else if (timeout >= core::kNoDeadline) {
       r = io_uring_submit_and_wait(ring_, 1);
     } else {
@@ -946,8 +975,7 @@ void IoUringBackend::forget_listener(int fd) noexcept {
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_cancel64(sqe, accept_token(fd, listener->generation), 0);
     io_uring_sqe_set_data64(sqe, kIgnoreToken);
-    enter(0);  // late connections arrive as stale completions and are closed
-    harvest();
+    await_final(accept_token(fd, listener->generation));  // late connections: closed later
   } catch (...) {
     // The ring is unusable; closing the descriptor below still ends the listener's life.
   }
@@ -1199,8 +1227,7 @@ void IoUringBackend::forget_stream(int fd) noexcept {
       io_uring_sqe_set_data64(sqe, kIgnoreToken);
       // Now, so the request lets go of the socket when it closes (the peer sees the close
       // at once); late completions are recognised by generation and their buffers returned.
-      enter(0);
-      harvest();
+      await_final(recv_token(fd, stream->generation));
     }
     if (stream->fixed) {
       int none = -1;

@@ -189,6 +189,7 @@ class IoUringBackend {
   void link(core::Operation& op);
   void unlink(core::Operation& op);
   void settle(core::Operation* only, int fd);
+  void await_final(std::uint64_t token);
   bool start_accept(core::Operation& op);
   void arm_accept(Listener& listener);
   void on_accept(std::uint64_t user_data, std::int32_t res, std::uint32_t flags,
