@@ -83,6 +83,19 @@ Coro<Process> child(Args&&... args) {
   return create_subprocess_exec(child_program(), std::forward<Args>(args)...);
 }
 
+// Cancels `task` and awaits it: true when it ended in CancelledError, as it must here.
+template <class T>
+Coro<bool> cancel_and_await(Task<T>& task) {
+  task.cancel();
+  bool cancelled = false;
+  try {
+    co_await task;
+  } catch (const CancelledError&) {
+    cancelled = true;
+  }
+  co_return cancelled;
+}
+
 long self_pid() {
 #ifdef _WIN32
   return static_cast<long>(::GetCurrentProcessId());
@@ -456,13 +469,7 @@ TEST_F(SubprocessChild, CancellingCommunicateLeavesTheChildKillable) {
     Task<std::pair<std::string, std::string>> talk = create_task(proc.communicate("input"));
     co_await sleep(0.02);
     EXPECT_FALSE(talk.done());
-    talk.cancel();
-    bool cancelled = false;
-    try {
-      co_await talk;
-    } catch (const CancelledError&) {
-      cancelled = true;
-    }
+    const bool cancelled = co_await cancel_and_await(talk);
     EXPECT_TRUE(cancelled);
     EXPECT_FALSE(proc.returncode().has_value());
     proc.kill();
@@ -478,20 +485,8 @@ TEST_F(SubprocessChild, CancellingWaitAndReadLosesNothing) {
     Task<int> waiter = create_task(proc.wait());
     Task<std::string> reader = create_task(proc.std_out()->read());  // until EOF: never
     co_await sleep(0.05);
-    waiter.cancel();
-    reader.cancel();
-    bool wait_cancelled = false;
-    bool read_cancelled = false;
-    try {
-      co_await waiter;
-    } catch (const CancelledError&) {
-      wait_cancelled = true;
-    }
-    try {
-      co_await reader;
-    } catch (const CancelledError&) {
-      read_cancelled = true;
-    }
+    const bool wait_cancelled = co_await cancel_and_await(waiter);
+    const bool read_cancelled = co_await cancel_and_await(reader);
     EXPECT_TRUE(wait_cancelled);
     EXPECT_TRUE(read_cancelled);
     EXPECT_FALSE(proc.returncode().has_value());
@@ -514,13 +509,7 @@ TEST_F(SubprocessChild, CancellingDrainKeepsTheQueuedBytes) {
     Task<void> drain = create_task(in.drain());
     co_await sleep(0.01);
     EXPECT_FALSE(drain.done());
-    drain.cancel();
-    bool cancelled = false;
-    try {
-      co_await drain;
-    } catch (const CancelledError&) {
-      cancelled = true;
-    }
+    const bool cancelled = co_await cancel_and_await(drain);
     EXPECT_TRUE(cancelled);
     in.close();  // the queue is still sent, then stdin closes
     std::string count = co_await proc.std_out()->read();
@@ -561,11 +550,8 @@ TEST_F(SubprocessChild, DroppedAndOutlivingProcessesAreHarmless) {
     Task<std::string> reading = create_task(kept->std_out()->read());
     co_await sleep(0.01);
     EXPECT_FALSE(reading.done());
-    reading.cancel();
-    try {
-      co_await reading;
-    } catch (const CancelledError&) {
-    }
+    const bool cancelled = co_await cancel_and_await(reading);
+    EXPECT_TRUE(cancelled);
     Process other = co_await child("exit", "4");
     EXPECT_EQ(co_await other.wait(), 4);  // the loop carries on
   };
