@@ -307,6 +307,8 @@ class Runner:
             deadline = time.monotonic() + a.warmup + a.seconds + a.run_timeout
             s0 = s1 = None
             result = None
+            perf = None
+            syscalls = None
             try:
                 while True:
                     line = reader.readline(deadline)
@@ -316,9 +318,14 @@ class Runner:
                     if line == "MEASURE_START":
                         s0 = (proc_cpu_ns(srv.pid), proc_stat_ticks(srv.pid), cpu_counters(),
                               time.monotonic())
+                        if a.syscalls:
+                            perf = start_syscall_count(srv.pid, self.tmpdir, port)
                     elif line == "MEASURE_END":
                         s1 = (proc_cpu_ns(srv.pid), proc_stat_ticks(srv.pid), cpu_counters(),
                               time.monotonic())
+                        if perf is not None:
+                            syscalls = stop_syscall_count(perf)
+                            perf = None
                     elif line.startswith("{"):
                         result = json.loads(line)
             except TimeoutError:
@@ -328,6 +335,8 @@ class Runner:
                 cli.kill()
                 raise
             finally:
+                if perf is not None:
+                    stop_syscall_count(perf)
                 reader.close()
                 cli.stdout.close()
                 rc = cli.wait()
@@ -352,6 +361,8 @@ class Runner:
             res["server_cpu_s"] = srv_ns / 1e9
             res["server_cpu_pct"] = 100.0 * srv_ns / 1e9 / window if window > 0 else None
             res["server_us_per_msg"] = srv_ns / 1e3 / msgs if msgs else None
+            if syscalls is not None and msgs:
+                res["server_syscalls_per_msg"] = syscalls / msgs
             if t0 is not None and t1 is not None:
                 res["server_stat_us_per_msg"] = (t1 - t0) / 1e3 / msgs if msgs else None
             # Busy time on the cores in use = wall - idle - steal; what the
@@ -414,6 +425,40 @@ class Runner:
 
 # ---------------------------------------------------------------- summary
 
+def start_syscall_count(pid, tmpdir, port):
+    """perf stat counting the server's system calls (raw_syscalls:sys_enter) from now on;
+    None when perf is missing or may not trace."""
+    out = os.path.join(tmpdir, f"perf.{port}.txt")
+    try:
+        p = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter",
+                              "-p", str(pid), "-o", out],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    return (p, out)
+
+
+def stop_syscall_count(perf):
+    p, out = perf
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    try:
+        with open(out) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and "raw_syscalls:sys_enter" in line:
+                    return int(fields[0])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def summarize(runs, servers, configs, ref):
     rows = []
     for label, conns, _, _ in configs:
@@ -455,6 +500,8 @@ def summarize(runs, servers, configs, ref):
                 "foreign_cpu_pct": med(col("foreign_cpu_pct")),
                 "steal_pct": med(col("steal_pct")),
                 "ref": ref,
+                "syscalls_per_msg": med([x for x in col("server_syscalls_per_msg")
+                                         if x is not None]),
                 "cpu_per_msg_vs_ref": med(cpu_ratio),
                 "msgs_per_s_vs_ref": med(rate_ratio),
                 "errors": [r["error"] for r in rs if not r["ok"]],
@@ -466,6 +513,9 @@ def summarize(runs, servers, configs, ref):
 def print_table(rows, ref, out=sys.stdout):
     hdr = ["config", "server", "msgs/s med (min-max)", "srv us/msg med (min-max)", "srv%",
            "p50us", "p99us", "cli%", "cbound", "foreign%", "us/msg÷ref", "msgs/s÷ref"]
+    syscalls = any(r.get("syscalls_per_msg") is not None for r in rows)
+    if syscalls:
+        hdr.append("sys/msg")
     table = [hdr]
     for r in rows:
         m, c = r["msgs_per_s"], r["server_us_per_msg"]
@@ -483,7 +533,7 @@ def print_table(rows, ref, out=sys.stdout):
             + ("" if r["ok_rounds"] == r["rounds"] else f" ({r['rounds'] - r['ok_rounds']} failed)"),
             fmt_num(r["foreign_cpu_pct"], 0),
             fmt_num(r["cpu_per_msg_vs_ref"]), fmt_num(r["msgs_per_s_vs_ref"]),
-        ])
+        ] + ([fmt_num(r.get("syscalls_per_msg"))] if syscalls else []))
     widths = [max(len(row[i]) for row in table) for i in range(len(hdr))]
     for i, row in enumerate(table):
         line = "  ".join(cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j])
@@ -564,6 +614,9 @@ def main():
     ap.add_argument("--run-timeout", type=float, default=20.0,
                     help="slack beyond warm-up+measure before a client is killed")
     ap.add_argument("--json", help="write runs and summary to this file")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count the server's system calls in the measured window with "
+                         "perf stat -e raw_syscalls:sys_enter (column sys/msg)")
     args = ap.parse_args()
 
     if not args.server:

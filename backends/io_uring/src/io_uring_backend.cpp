@@ -626,7 +626,8 @@ bool IoUringBackend::start(Operation& op) {
   }
   if (op.code == OpCode::accept && multishot_accept_) return start_accept(op);
   if (op.code == OpCode::recv_stream) {
-    if (multishot_recv_) return start_recv(op);
+    const RecvStream* stream = find_stream(static_cast<int>(op.handle));
+    if (multishot_recv_ || (stream != nullptr && stream->ahead_size() > 0)) return start_recv(op);
     if (fixed_files_) stream_for(static_cast<int>(op.handle));  // registers the socket
   }
   ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
@@ -1098,11 +1099,6 @@ std::int64_t IoUringBackend::take_ahead(RecvStream& stream, Operation& op) noexc
 
 bool IoUringBackend::start_recv(Operation& op) {
   const int fd = static_cast<int>(op.handle);
-  if (!setup_buf_ring()) {
-    // No buffer ring after all (memory, or the kernel refused it on this ring): plain recvs.
-    multishot_recv_ = false;
-    return start(op);
-  }
   RecvStream& stream = stream_for(fd);
   if (stream.waiters.empty()) {
     bool answered = true;
@@ -1118,9 +1114,15 @@ bool IoUringBackend::start_recv(Operation& op) {
     if (answered) {
       op.result = result;
       op.state = OpState::completed;
-      maybe_arm_recv(stream);  // read ahead again once below the limit
+      if (multishot_recv_ && setup_buf_ring()) maybe_arm_recv(stream);  // read ahead again
       return true;
     }
+  }
+  if (!multishot_recv_ || !setup_buf_ring()) {
+    // No buffer ring after all (memory, or a rebuilt ring refused it): plain recvs from now
+    // on, once the bytes already read ahead are gone (there are none left here).
+    multishot_recv_ = false;
+    return start(op);
   }
   ensure_owner();
   scratch(op).phase = Phase::recv_waiter;
