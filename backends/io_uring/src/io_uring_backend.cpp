@@ -655,10 +655,9 @@ void IoUringBackend::cancel(Operation& op) {
   }
   if (scratch(op).phase == Phase::recv_waiter) {
     // Likewise: the multishot recv goes on, and what it receives stays for the next read.
-    if (RecvStream* stream = find_stream(static_cast<int>(op.handle)))
-      std::erase(stream->waiters, &op);
+    if (RecvStream* stream = find_stream(static_cast<int>(op.handle))) stream->waiters.erase(&op);
     op.state = OpState::cancel_requested;
-    finish(op, -ECANCELED);
+    finish_unlinked(op, -ECANCELED);
     return;
   }
   if (op.state == OpState::submitted) {
@@ -1127,7 +1126,6 @@ bool IoUringBackend::start_recv(Operation& op) {
   ensure_owner();
   scratch(op).phase = Phase::recv_waiter;
   op.state = OpState::submitted;
-  link(op);
   ++in_flight_;
   stream.waiters.push_back(&op);
   maybe_arm_recv(stream);
@@ -1148,7 +1146,7 @@ void IoUringBackend::serve_waiters(RecvStream& stream, std::size_t& completed) {
       return;
     }
     stream.waiters.pop_front();
-    finish(op, result);
+    finish_unlinked(op, result);
     ++completed;
   }
 }
@@ -1193,7 +1191,7 @@ void IoUringBackend::on_recv(std::uint64_t token, std::int32_t res, std::uint32_
       ++stats_.recv_stops;
     }
     if (reader != nullptr) {
-      finish(*reader, static_cast<std::int64_t>(given));
+      finish_unlinked(*reader, static_cast<std::int64_t>(given));
       ++completed;
     }
   } else {
@@ -1218,9 +1216,10 @@ void IoUringBackend::forget_stream(int fd) noexcept {
   const auto index = static_cast<std::size_t>(fd);
   if (index >= streams_.size() || streams_[index] == nullptr) return;
   std::unique_ptr<RecvStream> stream = std::move(streams_[index]);
-  for (Operation* op : stream->waiters) {
+  while (Operation* op = stream->waiters.front()) {
+    stream->waiters.pop_front();
     op->state = OpState::cancel_requested;
-    finish(*op, -ECANCELED);
+    finish_unlinked(*op, -ECANCELED);
   }
   try {
     if (stream->armed) {
@@ -1298,6 +1297,11 @@ bool IoUringBackend::complete(Operation& op, std::int32_t res) {
 
 void IoUringBackend::finish(Operation& op, std::int64_t result) {
   unlink(op);
+  finish_unlinked(op, result);
+}
+
+// For operations on no per-fd list (stream read waiters).
+void IoUringBackend::finish_unlinked(Operation& op, std::int64_t result) {
   --in_flight_;
   op.result = result;
   // The result decides a cancel/complete race: only -ECANCELED means nothing happened.

@@ -153,6 +153,27 @@ class IoUringBackend {
     std::deque<int> accepted;      // accepted descriptors nobody took yet (owned here)
     std::deque<core::Operation*> waiters;
   };
+  // Reads waiting on a stream socket, first come first served, linked through
+  // Operation::next/prev instead of the per-fd list (close() reaches them through their
+  // stream), so serving one touches no memory but the stream and the operation.
+  struct WaitList {
+    core::Operation* first = nullptr;
+    core::Operation* last = nullptr;
+    bool empty() const noexcept { return first == nullptr; }
+    core::Operation* front() const noexcept { return first; }
+    void push_back(core::Operation* op) noexcept {
+      op->next = nullptr;
+      op->prev = last;
+      (last != nullptr ? last->next : first) = op;
+      last = op;
+    }
+    void erase(core::Operation* op) noexcept {
+      (op->prev != nullptr ? op->prev->next : first) = op->next;
+      (op->next != nullptr ? op->next->prev : last) = op->prev;
+      op->next = op->prev = nullptr;
+    }
+    void pop_front() noexcept { erase(first); }
+  };
   // A stream socket read through recv_stream ops while multishot recv is on. Bytes the
   // multishot request delivers go straight into the first waiting op's buffer, or into
   // `ahead` (in order) when no op waits; reads take from `ahead` first.
@@ -166,7 +187,7 @@ class IoUringBackend {
     int error = 0;                 // the error the multishot ended with, for the next read
     std::string ahead;             // received bytes from ahead_head on, not read yet
     std::size_t ahead_head = 0;
-    std::deque<core::Operation*> waiters;
+    WaitList waiters;
     std::size_t ahead_size() const noexcept { return ahead.size() - ahead_head; }
   };
 
@@ -186,6 +207,7 @@ class IoUringBackend {
   std::size_t dispatch();
   bool complete(core::Operation& op, std::int32_t res);
   void finish(core::Operation& op, std::int64_t result);
+  void finish_unlinked(core::Operation& op, std::int64_t result);
   void link(core::Operation& op);
   void unlink(core::Operation& op);
   void settle(core::Operation* only, int fd);
