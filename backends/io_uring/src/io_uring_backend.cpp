@@ -673,7 +673,7 @@ void IoUringBackend::close(core::NativeHandle handle) {
   const int fd = static_cast<int>(handle);
   if (fd < 0) return;
   forget_listener(fd);
-  forget_stream(fd);
+  const bool fixed = forget_stream(fd);
   Operation* head = static_cast<std::size_t>(fd) < fd_heads_.size()
                         ? fd_heads_[static_cast<std::size_t>(fd)]
                         : nullptr;
@@ -695,6 +695,13 @@ void IoUringBackend::close(core::NativeHandle handle) {
     // The kernel resolves descriptors when it takes the entries, so this submits while the
     // number still names this file: the operations still queued for it, then the cancels.
     settle(nullptr, fd);
+  }
+  if (fixed) {
+    // Emptied last: requests still queued for the slot (an SQPOLL thread may not have taken
+    // them yet) were settled above while it still named this socket.
+    int none = -1;
+    ++stats_.enters;
+    io_uring_register_files_update(ring_, static_cast<unsigned>(fd), &none, 1);
   }
   ::close(fd);
 }
@@ -1210,11 +1217,11 @@ void IoUringBackend::on_recv(std::uint64_t token, std::int32_t res, std::uint32_
 }
 
 // close() of a stream socket: waiting reads are cancelled, bytes nobody read are dropped with
-// the socket, the multishot request is cancelled and the fixed slot emptied before the
-// descriptor closes.
-void IoUringBackend::forget_stream(int fd) noexcept {
+// the socket and the multishot request is cancelled. Returns whether it had a fixed slot,
+// which close() empties once the socket's other requests are settled.
+bool IoUringBackend::forget_stream(int fd) noexcept {
   const auto index = static_cast<std::size_t>(fd);
-  if (index >= streams_.size() || streams_[index] == nullptr) return;
+  if (index >= streams_.size() || streams_[index] == nullptr) return false;
   std::unique_ptr<RecvStream> stream = std::move(streams_[index]);
   while (Operation* op = stream->waiters.front()) {
     stream->waiters.pop_front();
@@ -1230,14 +1237,10 @@ void IoUringBackend::forget_stream(int fd) noexcept {
       // at once); late completions are recognised by generation and their buffers returned.
       await_final(recv_token(fd, stream->generation));
     }
-    if (stream->fixed) {
-      int none = -1;
-      ++stats_.enters;
-      io_uring_register_files_update(ring_, static_cast<unsigned>(fd), &none, 1);
-    }
   } catch (...) {
     // The ring is unusable; the stale completions, if any, are recognised by generation.
   }
+  return stream->fixed;
 }
 
 // One completion for op. Returns true when op is finished (on_complete called).

@@ -229,7 +229,7 @@ class IoUringBackend {
   void on_recv(std::uint64_t token, std::int32_t res, std::uint32_t flags, std::size_t& completed);
   std::int64_t take_ahead(RecvStream& stream, core::Operation& op) noexcept;
   void serve_waiters(RecvStream& stream, std::size_t& completed);
-  void forget_stream(int fd) noexcept;
+  bool forget_stream(int fd) noexcept;
   bool uses_fixed(int fd) const noexcept;
   void drain_for_exit() noexcept;
 
