@@ -8,6 +8,7 @@
 #include <corio/file.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -47,8 +48,11 @@ corio::Coro<std::uint64_t> copy_file(std::string from, std::string to, std::size
 corio::Coro<int> demo() {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path();
-  const std::string from = (dir / "corio_file_copy_src.bin").string();
-  const std::string to = (dir / "corio_file_copy_dst.bin").string();
+  // Names of this run only: two runs at once (test suites of two builds) must not share files.
+  const std::string tag =
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string from = (dir / ("corio_file_copy_src_" + tag + ".bin")).string();
+  const std::string to = (dir / ("corio_file_copy_dst_" + tag + ".bin")).string();
   std::string content(4 << 20, '\0');
   for (std::size_t i = 0; i < content.size(); ++i)
     content[i] = static_cast<char>((i * 31 + i / 4093) & 0xff);

@@ -100,7 +100,7 @@ TEST(Examples, FileCopyReportsAMissingSource) {
   EXPECT_NE(out.text.find("file_copy: open 'no-such-file.corio'"), std::string::npos) << out.text;
 }
 
-#ifndef _WIN32
+// On Windows the stages are the example itself standing in for printf, sort and uniq.
 TEST(Examples, SubprocessPipelineCountsWords) {
   const auto out = run_example("subprocess_pipeline", "", false);
   ASSERT_EQ(out.status, 0) << out.text;
@@ -108,6 +108,5 @@ TEST(Examples, SubprocessPipelineCountsWords) {
       << out.text;
   EXPECT_NE(out.text.find("uniq exited with 0"), std::string::npos) << out.text;
 }
-#endif
 
 }  // namespace
