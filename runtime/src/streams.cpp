@@ -291,6 +291,23 @@ WriterState::~WriterState() {
 
 // --- reading --------------------------------------------------------------------------
 
+// Applies a receive's outcome to the reader (never inside the backend's dispatch: a
+// connection error closes the transport). Shared by the coroutine reads and StreamRead.
+void absorb_receive(ReaderState& r, std::int64_t n) {
+  if (n > 0) {
+    r.buffer.commit(static_cast<std::size_t>(n));
+  } else if (n == 0) {
+    r.eof = true;  // the peer's FIN; writing stays possible (half-close)
+  } else if (r.transport->is_closed()) {
+    // Closed under us: connection_lost already recorded EOF or the error.
+    if (!r.eof && !r.exception) r.eof = true;
+  } else {
+    std::exception_ptr error = make_os_error(static_cast<int>(-n), "recv");
+    r.exception = error;
+    r.transport->connection_lost(error);
+  }
+}
+
 namespace {
 
 // Waits until the reader has more bytes, EOF or an error: by receiving into the buffer when
@@ -344,19 +361,7 @@ class DataWait : private IoAwaiter {
       return;
     }
     r.receiving = false;
-    const std::int64_t n = finish_io();  // CancelledError leaves the buffer as it was
-    if (n > 0) {
-      r.buffer.commit(static_cast<std::size_t>(n));
-    } else if (n == 0) {
-      r.eof = true;  // the peer's FIN; writing stays possible (half-close)
-    } else if (r.transport->is_closed()) {
-      // Closed under us: connection_lost already recorded EOF or the error.
-      if (!r.eof && !r.exception) r.eof = true;
-    } else {
-      std::exception_ptr error = make_os_error(static_cast<int>(-n), "recv");
-      r.exception = error;
-      r.transport->connection_lost(error);
-    }
+    absorb_receive(r, finish_io());  // CancelledError leaves the buffer as it was
     if (r.exception) std::rethrow_exception(r.exception);
   }
 
@@ -659,22 +664,8 @@ bool StreamRead::start_receive() {
   return true;
 }
 
-// Applies a receive's outcome to the reader (never inside the backend's dispatch: a
-// connection error closes the transport).
 void StreamRead::absorb(std::int64_t n) {
-  detail::ReaderState& r = *state_;
-  if (n > 0) {
-    r.buffer.commit(static_cast<std::size_t>(n));
-  } else if (n == 0) {
-    r.eof = true;  // the peer's FIN; writing stays possible (half-close)
-  } else if (r.transport->is_closed()) {
-    // Closed under us: connection_lost already recorded EOF or the error.
-    if (!r.eof && !r.exception) r.eof = true;
-  } else {
-    std::exception_ptr error = detail::make_os_error(static_cast<int>(-n), "recv");
-    r.exception = error;
-    r.transport->connection_lost(error);
-  }
+  detail::absorb_receive(*state_, n);
 }
 
 bool StreamRead::await_ready() {
