@@ -240,6 +240,39 @@ TEST(Signals, AWatchedSignalDoesNotHoldVirtualTimeBack) {
   loop.close();
 }
 
+TEST(Signals, ADeliveryNobodyReadsDoesNotHoldVirtualTimeBack) {
+  // A delivery counts as pending work until the loop reads it; one whose handler is removed
+  // first must be discarded, not left counted.
+  DispositionGuard guard(SIGUSR1);
+  EventLoop loop(EventLoop::Options{.virtual_time = true});
+  int calls = 0;
+  add_signal_handler(loop, SIGUSR1, [&] { ++calls; });
+  auto main = [](EventLoop& loop) -> Coro<void> {
+    ::raise(SIGUSR1);
+    EXPECT_TRUE(remove_signal_handler(loop, SIGUSR1));
+    co_await sleep(3600);  // an hour of real time if the delivery stayed counted
+  };
+  const double start = loop.time();
+  loop.run_until_complete(main(loop));
+  EXPECT_EQ(calls, 0);
+  EXPECT_LT(loop.time() - start, 3601.0);
+  loop.close();
+}
+
+TEST(Signals, VirtualTimeDoesNotJumpPastARaisedSignal) {
+  DispositionGuard guard(SIGUSR1);
+  EventLoop loop(EventLoop::Options{.virtual_time = true});
+  double seen_at = -1;
+  add_signal_handler(loop, SIGUSR1, [&] { seen_at = loop.time(); });
+  const double start = loop.time();
+  loop.call_later(1, [] { ::raise(SIGUSR1); });
+  auto nap = []() -> Coro<void> { co_await sleep(3600); };
+  loop.run_until_complete(nap());
+  EXPECT_GE(seen_at - start, 1.0);
+  EXPECT_LT(seen_at - start, 2.0);  // not after the hour-long sleep's jump
+  loop.close();
+}
+
 // --- Runner and Ctrl-C ---
 
 Coro<int> interrupted_main(bool* saw_cancel) {

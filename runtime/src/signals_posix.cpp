@@ -4,7 +4,9 @@
 // do, and it works whichever thread the kernel picks to deliver the signal (signalfd would
 // need the signal blocked in every thread, which a library cannot promise). The loop keeps one
 // read of the pipe in flight while it has handlers, so a signal wakes it without polling; the
-// read counts as background I/O, so it never holds virtual time back.
+// read counts as background I/O, so it never holds virtual time back; a signal written but not
+// yet read counts as external work, so virtual time cannot jump past a delivery the backend has
+// not reported yet (an SQPOLL ring reports it a moment later, from its poller thread).
 // Nothing here may run user code inside the signal handler, nor close a pipe a handler might
 // still be writing to.
 #ifndef _WIN32
@@ -31,9 +33,15 @@
 namespace corio {
 namespace {
 
-// Where the handler of each signal writes: the write end of the owning loop's pipe, plus one
-// (0 means nobody, so the array needs no initialiser). Read inside the signal handler.
-std::atomic<int> g_write_fd_plus_one[NSIG];
+// Where the handler of a signal delivers: the write end of the owning loop's pipe, and the loop
+// whose external work counts the bytes not yet read. Lives in the hub, which outlives every
+// handler that could have loaded it (see g_in_handler).
+struct Sink {
+  int write_fd = -1;
+  EventLoop* loop = nullptr;
+};
+// Null means nobody, so the array needs no initialiser. Read inside the signal handler.
+std::atomic<const Sink*> g_sink[NSIG];
 // Handlers executing right now; a pipe is closed only once this is 0 after its signals have
 // been detached, so no handler can write into a recycled descriptor.
 std::atomic<int> g_in_handler{0};
@@ -43,12 +51,13 @@ void on_signal(int sig) {
   const int saved_errno = errno;
   g_in_handler.fetch_add(1);
   if (sig > 0 && sig < NSIG) {
-    const int fd = g_write_fd_plus_one[sig].load() - 1;
-    if (fd >= 0) {
+    if (const Sink* sink = g_sink[sig].load()) {
       const unsigned char byte = static_cast<unsigned char>(sig);
+      // Counted before the write, so the loop never reads a byte it has not counted.
+      sink->loop->add_external_work();
       // A full pipe means the loop already has wake-ups to read: losing this byte only
       // merges two deliveries, as the kernel itself merges pending signals.
-      [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
+      if (::write(sink->write_fd, &byte, 1) != 1) sink->loop->remove_external_work();
     }
   }
   g_in_handler.fetch_sub(1);
@@ -87,6 +96,8 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
     if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) throw_os_error(errno, "pipe2");
     read_fd_ = fds[0];
     write_fd_ = fds[1];
+    sink_.write_fd = write_fd_;
+    sink_.loop = &loop;
     op_.hub = this;
   }
   ~SignalHub() {
@@ -107,11 +118,11 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
       sigemptyset(&action.sa_mask);
       action.sa_flags = SA_RESTART;  // asyncio's siginterrupt(sig, False): no EINTR surprises
       // Publish the pipe first, so a signal that lands right after sigaction is not lost.
-      const int before = g_write_fd_plus_one[sig].exchange(write_fd_ + 1);
+      const Sink* before = g_sink[sig].exchange(&sink_);
       struct sigaction old = {};
       if (::sigaction(sig, &action, &old) < 0) {
         const int error = errno;
-        g_write_fd_plus_one[sig].store(before);
+        g_sink[sig].store(before);
         if (error == EINVAL) throw RuntimeError("sig " + std::to_string(sig) + " cannot be caught");
         throw_os_error(error, "sigaction");
       }
@@ -155,6 +166,7 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
       release_signal(sig);
     }
     handlers_.clear();
+    drop_unread();
     // Cancels the read if it is in flight (its completion sees closing_ and does nothing).
     loop_.backend().close(read_fd_);
     read_fd_ = -1;
@@ -180,10 +192,20 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
     std::lock_guard lock(r.mutex);
     if (r.owner[sig] != this) return;
     r.owner[sig] = nullptr;
-    g_write_fd_plus_one[sig].store(0);
+    g_sink[sig].store(nullptr);
     if (r.saved[sig]) {
       ::sigaction(sig, &r.previous[sig], nullptr);
       r.saved[sig] = false;
+    }
+  }
+
+  // Reads and discards what is left in the pipe once nobody listens, so no delivery stays
+  // counted as external work (that would stop virtual time for good).
+  void drop_unread() {
+    if (op_.in_flight()) return;  // its completion records what it read
+    unsigned char sink[64];
+    for (ssize_t n; (n = ::read(read_fd_, sink, sizeof sink)) > 0;) {
+      for (ssize_t i = 0; i < n; ++i) loop_.remove_external_work();
     }
   }
 
@@ -212,6 +234,7 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
   }
 
   void record(std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) loop_.remove_external_work();
     pending_.insert(pending_.end(), buffer_, buffer_ + count);
     schedule_dispatch();
   }
@@ -234,6 +257,7 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
       });
     }
     arm();
+    if (handlers_.empty()) drop_unread();
   }
 
   // Runs inside the backend's dispatch: record and schedule only.
@@ -268,6 +292,7 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
   Op op_;
   unsigned char buffer_[64] = {};
   std::map<int, std::shared_ptr<Entry>> handlers_;
+  Sink sink_;
   std::vector<unsigned char> pending_;
   std::shared_ptr<SignalHub> keepalive_;  // set while the read is in flight
   bool dispatch_scheduled_ = false;
