@@ -198,7 +198,9 @@ TEST(IoUringBackend, InvalidHandleIsAnsweredWithoutTheKernel) {
 }
 
 TEST(IoUringBackend, IdlePollingEntersTheKernelNever) {
-  IoUringBackend backend;
+  // The default mode, whatever CORIO_IO_URING says: an SQPOLL poller that has not started
+  // yet is woken by every poll that finds its entries still queued.
+  IoUringBackend backend(IoUringBackend::Options{.sqpoll = false});
   backend.wait(0);  // the first call submits the armed wake-up read
   const auto enters = backend.stats().enters;
   for (int i = 0; i < 100; ++i) EXPECT_EQ(backend.wait(0), 0u);
@@ -227,7 +229,8 @@ TEST(IoUringBackend, PollingAloneSeesCompletionsThatArrived) {
 // and a send and then waits. One io_uring_enter per iteration carries both submissions and
 // the wait.
 TEST(IoUringBackend, PingPongEntersTheKernelOncePerIteration) {
-  IoUringBackend backend;
+  // The default mode: with SQPOLL a poll that finds completions already posted needs no entry.
+  IoUringBackend backend(IoUringBackend::Options{.sqpoll = false});
   auto [a, b] = stream_pair();
   backend.wait(0);
   constexpr int kRounds = 2000;
@@ -982,6 +985,147 @@ TEST(IoUringBackend, SqpollRingCarriesOperations) {
   waker.join();
   backend.close(a.release());
   EXPECT_EQ(backend.in_flight(), 0u);
+}
+
+// --- lazy completions (a stream's sends) -------------------------------------------------
+
+TEST(IoUringBackend, ALazySendDoesNotEndAWaitByItself) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  auto [c, d] = stream_pair();
+  char byte = 'x', got = 0;
+  TestOp recv(OpCode::recv, d.get());
+  recv.buffer = &got;
+  recv.length = 1;
+  backend.start(recv);
+  TestOp send(OpCode::send, a.get());
+  send.buffer = &byte;
+  send.length = 1;
+  send.lazy_completion = true;
+  backend.start(send);
+  std::thread peer([fd = c.get()] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(::write(fd, "y", 1), 1);
+  });
+  backend.wait(core::kNoDeadline);
+  peer.join();
+  // One wait brought both: the send (done inline) did not end it, the recv did.
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_EQ(send.result, 1);
+  EXPECT_EQ(recv.completions, 1);
+  EXPECT_EQ(got, 'y');
+  EXPECT_EQ(backend.stats().lazy_waits, 1u);
+}
+
+TEST(IoUringBackend, ALazySendEndsATimedWaitAtItsTimeout) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  char byte = 'x';
+  TestOp send(OpCode::send, a.get());
+  send.buffer = &byte;
+  send.lazy_completion = true;
+  send.length = 1;
+  backend.start(send);
+  backend.wait(2 * kMs);  // nothing else completes: the timer's timeout ends the wait
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_EQ(send.result, 1);
+}
+
+TEST(IoUringBackend, ALazySendOwnersStoppedWaitingForEndsTheWait) {
+  // The owner took the laziness back (a transport closing): its completion ends the wait.
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  char byte = 'x';
+  TestOp send(OpCode::send, a.get());
+  send.buffer = &byte;
+  send.length = 1;
+  send.lazy_completion = true;
+  backend.start(send);
+  send.lazy_completion = false;
+  backend.wait(core::kNoDeadline);  // would never return if the send were still counted lazy
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_EQ(backend.stats().lazy_waits, 0u);
+}
+
+TEST(IoUringBackend, ALazySendToAFullSocketWaitsForRoomLikeAnyOther) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  // Fill a's send buffer (and b's receive buffer).
+  std::string chunk(64 * 1024, 'f');
+  std::size_t filled = 0;
+  for (ssize_t n; (n = ::send(a.get(), chunk.data(), chunk.size(), MSG_DONTWAIT)) > 0;)
+    filled += static_cast<std::size_t>(n);
+  char byte = 'x';
+  TestOp send(OpCode::send, a.get());
+  send.buffer = &byte;
+  send.length = 1;
+  send.lazy_completion = true;
+  backend.start(send);
+  backend.wait(0);  // submitted: -EAGAIN, parked on a poll
+  EXPECT_EQ(send.completions, 0);
+  // The peer reads everything: room again, and the send goes.
+  std::string sink(filled + 16, '\0');
+  std::size_t drained = 0;
+  while (drained < filled) {
+    const ssize_t n = ::recv(b.get(), sink.data(), sink.size(), 0);
+    ASSERT_GT(n, 0);
+    drained += static_cast<std::size_t>(n);
+  }
+  run_until(backend, [&] { return send.completions > 0; });
+  EXPECT_EQ(send.result, 1);
+  char last = 0;
+  EXPECT_EQ(::recv(b.get(), &last, 1, 0), 1);
+  EXPECT_EQ(last, 'x');
+}
+
+TEST(IoUringBackend, AStreamPingPongTakesOneKernelEntryPerMessage) {
+  // StreamWriter marks its sends lazy: a reply's completion rides along with the next
+  // message instead of costing an io_uring_enter of its own. The peer is a plain thread.
+  EventLoop loop;
+  if (!loop.backend().lazy_completions()) GTEST_SKIP() << "no min-wait in this kernel (< 6.12)";
+  auto [a, b] = stream_pair();
+  ASSERT_EQ(::fcntl(b.get(), F_SETFL, 0), 0);  // the peer blocks
+  constexpr int kMessages = 500;
+  std::thread peer([fd = b.get()] {
+    char reply[4];
+    for (int i = 0; i < kMessages; ++i) {
+      if (::write(fd, "ping", 4) != 4) return;
+      for (std::size_t got = 0; got < sizeof reply;) {
+        const ssize_t n = ::read(fd, reply + got, sizeof reply - got);
+        if (n <= 0) return;
+        got += static_cast<std::size_t>(n);
+      }
+    }
+    ::shutdown(fd, SHUT_WR);
+  });
+  std::uint64_t enters = 0;
+  int echoed = 0;
+  auto echo = [](Socket sock, EventLoop& loop, std::uint64_t* enters, int* echoed) -> Coro<void> {
+    auto [reader, writer] = co_await open_connection(std::move(sock));
+    const std::uint64_t before = loop.backend().stats().enters;
+    for (;;) {
+      std::string data = co_await reader.readexactly(4);  // EOF ends the test (IncompleteRead)
+      writer.write(data);
+      co_await writer.drain();
+      if (++*echoed == kMessages) break;
+    }
+    *enters = loop.backend().stats().enters - before;
+    writer.close();
+    co_await writer.wait_closed();
+  };
+  loop.run_until_complete(echo(Socket(a.release()), loop, &enters, &echoed));
+  peer.join();
+  loop.close();
+  std::printf("stream echo: %d messages, %llu kernel entries\n", kMessages,
+              static_cast<unsigned long long>(enters));
+  EXPECT_EQ(echoed, kMessages);
+  // Without lazy completions each reply's completion ends a wait of its own: two entries
+  // per message.
+  EXPECT_LE(enters, static_cast<std::uint64_t>(kMessages) * 3 / 2);
 }
 
 }  // namespace

@@ -92,6 +92,8 @@ class StreamTransport : public std::enable_shared_from_this<StreamTransport> {
   void flush();
   void on_drained();
   void maybe_pause();
+  // A send in flight was started lazily (nobody waited for it); now somebody will.
+  void want_send_completion() noexcept;
   void maybe_resume();
   void abandon_send() noexcept;
   static void send_completed(core::Operation* op);

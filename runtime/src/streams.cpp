@@ -155,6 +155,9 @@ void StreamTransport::flush() {
     op_.buffer = sending_.data() + sent_;
     op_.length = sending_.size() - sent_;
     op_.flags = 0;
+    // Below the high-water mark nobody waits for this send (drain() returns at once): its
+    // completion need not wake the loop. want_send_completion() takes that back.
+    op_.lazy_completion = !paused_ && buffer_size() <= high_water_ && !closing_ && !eof_requested_;
     op_.state = core::OpState::idle;
     op_.on_complete = &send_completed;
     if (!loop_.backend().start(op_)) {
@@ -200,7 +203,14 @@ void StreamTransport::send_continue(void* arg) {
 }
 
 void StreamTransport::maybe_pause() {
-  if (!paused_ && buffer_size() > high_water_) paused_ = true;
+  if (!paused_ && buffer_size() > high_water_) {
+    paused_ = true;
+    want_send_completion();  // a drain() will wait for it
+  }
+}
+
+void StreamTransport::want_send_completion() noexcept {
+  op_.lazy_completion = false;
 }
 
 void StreamTransport::maybe_resume() {
@@ -238,12 +248,14 @@ void StreamTransport::set_write_buffer_limits(std::optional<std::size_t> high,
 void StreamTransport::write_eof() {
   if (closing_ || eof_requested_) return;
   eof_requested_ = true;
+  want_send_completion();  // the shutdown follows it
   if (!send_busy_ && buffer_size() == 0) on_drained();
 }
 
 void StreamTransport::close() {
   if (closing_) return;
   closing_ = true;
+  want_send_completion();  // the close follows it
   if (!send_busy_ && buffer_size() == 0) connection_lost(nullptr);
 }
 

@@ -328,6 +328,7 @@ IoUringBackend::Options IoUringBackend::default_options() {
     if (name == "sqpoll_idle_ms") options.sqpoll_idle_ms = static_cast<unsigned>(value);
     if (name == "recv_buffers") options.recv_buffers = static_cast<unsigned>(value);
     if (name == "recv_buffer_size") options.recv_buffer_size = static_cast<unsigned>(value);
+    if (name == "lazy_completions") options.lazy_completions = value != 0;
   }
   return options;
 }
@@ -424,6 +425,7 @@ void IoUringBackend::open_ring() {
 // What every new ring needs: the armed wake-up read and, if asked, the fixed-file table.
 void IoUringBackend::ring_ready() {
   arm_wake();  // fills an entry; a disabled ring submits it once enabled
+  lazy_queued_.clear();
   files_table_ = false;
   if (options_.fixed_files && options_.fixed_file_slots > 0) {
     // Sparse registration (Linux 5.19); refused: no fixed files.
@@ -522,7 +524,10 @@ void IoUringBackend::flush_sq() {
   for (int attempt = 0;; ++attempt) {
     ++stats_.enters;
     const int r = io_uring_submit(ring_);
-    if (r >= 0) return;
+    if (r >= 0) {
+      lazy_queued_.clear();
+      return;
+    }
     if (r == -EINTR) continue;
     if ((r == -EBUSY || r == -EAGAIN) && attempt < 1000) {
       // The completion queue is backed up: copy completions out (dispatched by the next
@@ -583,7 +588,8 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       io_uring_prep_recv(sqe, fd, op.buffer, clamp_length(op.length), 0);
       break;
     case OpCode::send:
-      io_uring_prep_send(sqe, fd, op.buffer, clamp_length(op.length), op.flags | MSG_NOSIGNAL);
+      io_uring_prep_send(sqe, fd, op.buffer, clamp_length(op.length),
+                         op.flags | MSG_NOSIGNAL | (is_lazy_send(op) ? MSG_DONTWAIT : 0));
       break;
     case OpCode::recv_from:
     case OpCode::send_to:
@@ -602,7 +608,9 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       if (receiving) {
         io_uring_prep_recvmsg(sqe, fd, &s.msg, static_cast<unsigned>(op.flags));
       } else {
-        io_uring_prep_sendmsg(sqe, fd, &s.msg, static_cast<unsigned>(op.flags | MSG_NOSIGNAL));
+        io_uring_prep_sendmsg(
+            sqe, fd, &s.msg,
+            static_cast<unsigned>(op.flags | MSG_NOSIGNAL | (is_lazy_send(op) ? MSG_DONTWAIT : 0)));
       }
       break;
     }
@@ -633,6 +641,7 @@ bool IoUringBackend::start(Operation& op) {
   ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
   scratch(op).phase = Phase::request;
   prepare(op, get_sqe());
+  if (is_lazy_send(op)) lazy_queued_.push_back(&op);
   op.state = OpState::submitted;
   link(op);
   ++in_flight_;
@@ -766,6 +775,8 @@ void IoUringBackend::enter(core::Nanos timeout) {
       if (sqpoll_) {
         // The poller thread takes new entries and posts completions by itself: publish the
         // entries (liburing enters only to wake a poller gone idle) and flush an overflow.
+        // An idle poller with nothing new to take is left asleep.
+        if (io_uring_sq_ready(ring_) == 0 && (flags & IORING_SQ_CQ_OVERFLOW) == 0) return;
         if ((flags & (IORING_SQ_NEED_WAKEUP | IORING_SQ_CQ_OVERFLOW)) == 0) {
           r = io_uring_submit(ring_);
           if (r >= 0 || r == -EINTR) return;
@@ -778,6 +789,8 @@ void IoUringBackend::enter(core::Nanos timeout) {
           return;
         r = io_uring_submit_and_get_events(ring_);
       }
+    } else if (const unsigned lazy = lazy_still_queued(); lazy > 0) {
+      r = submit_and_wait_past_lazy(lazy, timeout);
     } else if (timeout >= core::kNoDeadline) {
       r = io_uring_submit_and_wait(ring_, 1);
     } else {
@@ -788,7 +801,10 @@ void IoUringBackend::enter(core::Nanos timeout) {
       r = io_uring_submit_and_wait_timeout(ring_, &cqe, 1, &ts, nullptr);
     }
     ++stats_.enters;
-    if (r >= 0 || r == -ETIME || r == -EINTR) return;
+    if (r >= 0 || r == -ETIME || r == -EINTR) {
+      lazy_queued_.clear();  // every queued entry went in with this call
+      return;
+    }
     if ((r == -EBUSY || r == -EAGAIN) && attempt < 1000) {
       harvest();  // make room in the completion queue, then submit again without waiting
       timeout = 0;
@@ -803,6 +819,36 @@ void IoUringBackend::enter(core::Nanos timeout) {
     }
     throw_os_error(-r, "io_uring_enter");
   }
+}
+
+// A send whose completion nobody waits for, made so that it always completes inside the
+// io_uring_enter that submits it: MSG_DONTWAIT makes the kernel answer -EAGAIN (or a short
+// count) instead of parking it on a poll, so its completion is posted before that call waits.
+bool IoUringBackend::is_lazy_send(const Operation& op) const noexcept {
+  return op.lazy_completion && options_.lazy_completions && !sqpoll_ &&
+         (op.code == OpCode::send || op.code == OpCode::send_msg);
+}
+
+// The lazy sends queued since the last submission whose owner still does not wait for them
+// (an owner clears lazy_completion when it starts to, say when a transport closes).
+unsigned IoUringBackend::lazy_still_queued() const noexcept {
+  unsigned count = 0;
+  for (const Operation* op : lazy_queued_) count += op->lazy_completion ? 1 : 0;
+  return count;
+}
+
+// Submits the queue and waits for `lazy` completions more than a plain wait would: the lazy
+// sends' own, which the submission itself posts (see is_lazy_send), do not end the wait; the
+// next completion anyone waits for does, or the timeout. If the kernel takes fewer entries
+// than offered it returns without waiting, so a wait never counts on a send that did not go.
+int IoUringBackend::submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout) {
+  ++stats_.lazy_waits;
+  if (timeout >= core::kNoDeadline) return io_uring_submit_and_wait(ring_, 1 + lazy);
+  __kernel_timespec ts{};
+  ts.tv_sec = timeout / core::kNanosPerSecond;
+  ts.tv_nsec = timeout % core::kNanosPerSecond;
+  io_uring_cqe* cqe = nullptr;
+  return io_uring_submit_and_wait_timeout(ring_, &cqe, 1 + lazy, &ts, nullptr);
 }
 
 void IoUringBackend::harvest() {

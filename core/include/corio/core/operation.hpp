@@ -81,6 +81,10 @@ struct Operation {
   int flags = 0;
   OpCode code = OpCode::wait_readable;
   OpState state = OpState::idle;
+  // Nobody waits on this completion to make progress (a transport's send while its buffer is
+  // below the high-water mark): a completion backend need not end a wait for it alone and may
+  // report it with the next other completion, within a bounded delay. The result is the same.
+  bool lazy_completion = false;
 
   // Intrusive links for a readiness backend's per-handle FIFO of waiting operations.
   Operation* next = nullptr;

@@ -80,6 +80,12 @@ class IoUringBackend {
     // -DCORIO_IO_URING_SQPOLL=ON.
     bool sqpoll = CORIO_IO_URING_SQPOLL_DEFAULT != 0;
     unsigned sqpoll_idle_ms = 100;
+    // Sends marked lazy_completion (a stream transport's) go with MSG_DONTWAIT, so each
+    // completes inside the io_uring_enter that submits it, and that call waits for one
+    // completion beyond them: a reply no longer costs an io_uring_enter of its own, and a
+    // ping-pong stream takes one per message instead of two. A send the socket cannot take
+    // at once comes back -EAGAIN and waits on a poll like any other.
+    bool lazy_completions = true;
   };
 
   // Counters for tests and measurements.
@@ -95,14 +101,16 @@ class IoUringBackend {
     std::uint64_t recv_stops = 0;        // multishot recvs stopped for recv_ahead_limit
     std::uint64_t recv_ended = 0;        // multishot recvs the kernel ended with data (no F_MORE)
     std::uint64_t files_registered = 0;  // fixed-file slots filled
+    std::uint64_t lazy_waits = 0;        // waits that did not count lazy completions
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
   // by sysctl or seccomp, kernel too old).
   // The default options, adjusted by the environment variable CORIO_IO_URING, a comma list
   // of name=value for multishot_recv, fixed_files, sqpoll, sqpoll_idle_ms, recv_buffers,
-  // recv_buffer_size (e.g. "multishot_recv=0,fixed_files=1"), so benchmarks and test runs
-  // can switch them in programs whose loops are built for them. Unknown names are ignored.
+  // recv_buffer_size, lazy_completions (e.g. "multishot_recv=0,fixed_files=1"), so benchmarks and
+  // test runs can switch them in programs whose loops are built for them. Unknown names are
+  // ignored.
   static Options default_options();
   IoUringBackend();  // with default_options()
   explicit IoUringBackend(Options options);
@@ -132,6 +140,8 @@ class IoUringBackend {
   bool multishot_recv() const noexcept { return multishot_recv_; }
   bool fixed_files() const noexcept { return fixed_files_; }
   bool sqpoll() const noexcept { return sqpoll_; }
+  // lazy_completion sends are reported with the next completion (see Options).
+  bool lazy_completions() const noexcept { return options_.lazy_completions && !sqpoll_; }
   // Bytes taken from the kernel for fd's next stream reads (tests and measurements).
   std::size_t recv_ahead(core::NativeHandle handle) const noexcept;
   const Stats& stats() const noexcept { return stats_; }
@@ -203,6 +213,9 @@ class IoUringBackend {
   void resubmit(core::Operation& op);
   void flush_sq();
   void enter(core::Nanos timeout);
+  bool is_lazy_send(const core::Operation& op) const noexcept;
+  unsigned lazy_still_queued() const noexcept;
+  int submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout);
   void harvest();
   std::size_t dispatch();
   bool complete(core::Operation& op, std::int32_t res);
@@ -246,6 +259,7 @@ class IoUringBackend {
   bool files_table_ = false;  // the sparse registered-file table exists on this ring
   bool sqpoll_ = false;
   bool shutting_down_ = false;
+
   int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
   int wake_fd_ = -1;
   std::uint64_t wake_buf_ = 0;  // the armed eventfd read lands here
@@ -262,6 +276,8 @@ class IoUringBackend {
   ::io_uring_buf_ring* buf_ring_ = nullptr;
   unsigned char* recv_memory_ = nullptr;
   std::vector<int> starved_;  // fds whose multishot ran out of buffers in this dispatch
+  // Lazy sends queued since the last submission (see is_lazy_send).
+  std::vector<core::Operation*> lazy_queued_;
   // Completions copied out of the ring and not yet dispatched.
   std::vector<Completion> pending_;
   Stats stats_;
