@@ -989,6 +989,15 @@ TEST(IoUringBackend, SqpollRingCarriesOperations) {
 
 // --- lazy completions (a stream's sends) -------------------------------------------------
 
+// A send marked as a stream transport marks the ones nobody waits for.
+struct LazySend : TestOp {
+  LazySend(int fd, void* data, std::size_t size) : TestOp(OpCode::send, fd) {
+    buffer = data;
+    length = size;
+    lazy_completion = true;
+  }
+};
+
 TEST(IoUringBackend, ALazySendDoesNotEndAWaitByItself) {
   IoUringBackend backend;
   if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
@@ -999,10 +1008,7 @@ TEST(IoUringBackend, ALazySendDoesNotEndAWaitByItself) {
   recv.buffer = &got;
   recv.length = 1;
   backend.start(recv);
-  TestOp send(OpCode::send, a.get());
-  send.buffer = &byte;
-  send.length = 1;
-  send.lazy_completion = true;
+  LazySend send(a.get(), &byte, 1);
   backend.start(send);
   std::thread peer([fd = c.get()] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -1023,10 +1029,7 @@ TEST(IoUringBackend, ALazySendEndsATimedWaitAtItsTimeout) {
   if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
   auto [a, b] = stream_pair();
   char byte = 'x';
-  TestOp send(OpCode::send, a.get());
-  send.buffer = &byte;
-  send.lazy_completion = true;
-  send.length = 1;
+  LazySend send(a.get(), &byte, 1);
   backend.start(send);
   backend.wait(2 * kMs);  // nothing else completes: the timer's timeout ends the wait
   EXPECT_EQ(send.completions, 1);
@@ -1039,10 +1042,7 @@ TEST(IoUringBackend, ALazySendOwnersStoppedWaitingForEndsTheWait) {
   if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
   auto [a, b] = stream_pair();
   char byte = 'x';
-  TestOp send(OpCode::send, a.get());
-  send.buffer = &byte;
-  send.length = 1;
-  send.lazy_completion = true;
+  LazySend send(a.get(), &byte, 1);
   backend.start(send);
   send.lazy_completion = false;
   backend.wait(core::kNoDeadline);  // would never return if the send were still counted lazy
@@ -1050,7 +1050,54 @@ TEST(IoUringBackend, ALazySendOwnersStoppedWaitingForEndsTheWait) {
   EXPECT_EQ(backend.stats().lazy_waits, 0u);
 }
 
-TEST(IoUringBackend, ALazySendToAFullSocketWaitsForRoomLikeAnyOther) {
+// A lazy send that does not move every byte needs its owner now (to send the rest, wait
+// for room, report the error), so it must end a wait that nothing else would end. Such a
+// wait is bounded here only to turn a hang into a failure: it should return at once.
+constexpr Nanos kStallBound = 30'000 * kMs;
+
+Nanos timed_wait(IoUringBackend& backend) {
+  const auto start = std::chrono::steady_clock::now();
+  backend.wait(kStallBound);
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+      .count();
+}
+
+// `fd`'s peer is gone: a lazy send fails with EPIPE, and the wait ends at once.
+void expect_a_failed_lazy_send_to_end_the_wait(IoUringBackend& backend, int fd) {
+  char byte = 'x';
+  LazySend send(fd, &byte, 1);
+  backend.start(send);
+  EXPECT_LT(timed_wait(backend), kStallBound / 2);
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_EQ(send.result, -EPIPE);
+}
+
+TEST(IoUringBackend, ALazySendThatComesBackShortEndsTheWait) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  std::string big(1 << 20, 'b');
+  LazySend send(a.get(), big.data(), big.size());
+  backend.start(send);
+  EXPECT_LT(timed_wait(backend), kStallBound / 2);
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_GT(send.result, 0);  // what fitted; the owner sends the rest
+  EXPECT_LT(send.result, static_cast<std::int64_t>(big.size()));
+  EXPECT_EQ(backend.stats().lazy_waits, 1u);
+}
+
+TEST(IoUringBackend, ALazySendThatFailsEndsTheWait) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  auto [a, b] = stream_pair();
+  ::close(b.release());  // the peer is gone: EPIPE
+  expect_a_failed_lazy_send_to_end_the_wait(backend, a.get());
+}
+
+TEST(IoUringBackend, ALazySendToAFullSocketEndsTheWaitThenWaitsForRoom) {
   IoUringBackend backend;
   if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
   auto [a, b] = stream_pair();
@@ -1060,12 +1107,10 @@ TEST(IoUringBackend, ALazySendToAFullSocketWaitsForRoomLikeAnyOther) {
   for (ssize_t n; (n = ::send(a.get(), chunk.data(), chunk.size(), MSG_DONTWAIT)) > 0;)
     filled += static_cast<std::size_t>(n);
   char byte = 'x';
-  TestOp send(OpCode::send, a.get());
-  send.buffer = &byte;
-  send.length = 1;
-  send.lazy_completion = true;
+  LazySend send(a.get(), &byte, 1);
   backend.start(send);
-  backend.wait(0);  // submitted: -EAGAIN, parked on a poll
+  // -EAGAIN ends the wait, and the backend parks the send on a poll.
+  EXPECT_LT(timed_wait(backend), kStallBound / 2);
   EXPECT_EQ(send.completions, 0);
   // The peer reads everything: room again, and the send goes.
   std::string sink(filled + 16, '\0');
@@ -1082,11 +1127,34 @@ TEST(IoUringBackend, ALazySendToAFullSocketWaitsForRoomLikeAnyOther) {
   EXPECT_EQ(last, 'x');
 }
 
+TEST(IoUringBackend, ALazySendAndItsMarkerAreNotSplitByAFullSubmissionQueue) {
+  // The send is linked to the marker behind it; a full queue flushed between the two would
+  // cut the link, and a failed send would then post no extra completion. Some number of
+  // requests queued first leaves exactly one free entry for the send.
+  constexpr unsigned kEntries = 8;
+  for (unsigned queued = 0; queued < kEntries; ++queued) {
+    SCOPED_TRACE(queued);
+    IoUringBackend backend(IoUringBackend::Options{.entries = kEntries});
+    if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+    auto [a, b] = stream_pair();
+    auto [c, d] = stream_pair();
+    ::close(b.release());
+    std::vector<std::unique_ptr<TestOp>> polls;
+    for (unsigned i = 0; i < queued; ++i) {
+      polls.push_back(std::make_unique<TestOp>(OpCode::wait_readable, c.get()));
+      backend.start(*polls.back());
+    }
+    expect_a_failed_lazy_send_to_end_the_wait(backend, a.get());
+    for (auto& poll : polls) backend.cancel(*poll);
+    run_until(backend, [&] { return backend.in_flight() == 0; });
+  }
+}
+
 TEST(IoUringBackend, AStreamPingPongTakesOneKernelEntryPerMessage) {
   // StreamWriter marks its sends lazy: a reply's completion rides along with the next
   // message instead of costing an io_uring_enter of its own. The peer is a plain thread.
   EventLoop loop;
-  if (!loop.backend().lazy_completions()) GTEST_SKIP() << "no min-wait in this kernel (< 6.12)";
+  if (!loop.backend().lazy_completions()) GTEST_SKIP() << "lazy completions are off";
   auto [a, b] = stream_pair();
   ASSERT_EQ(::fcntl(b.get(), F_SETFL, 0), 0);  // the peer blocks
   constexpr int kMessages = 500;

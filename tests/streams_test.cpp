@@ -9,12 +9,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <corio/corio.hpp>
 #include <corio/server.hpp>
 #include <corio/streams.hpp>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
+
+#include "test_os.hpp"
 
 namespace corio {
 namespace {
@@ -570,6 +575,87 @@ TEST(Streams, WriterStateAndBufferLimits) {
     server.close();
     co_await server.wait_closed();
   }());
+}
+
+// --- replies to a peer outside the loop -------------------------------------------------
+// The peer is a plain thread, so nothing but the loop's own sends can wake the loop: a send
+// completion the loop must act on (more bytes queued behind it, a short count) but does not
+// wake for would stall the exchange. wait_for turns such a stall into a failure.
+
+// The peer's side: `rounds` times, send "ping" and read `reply_size` bytes, which must be
+// expect(round). Non-blocking handle, so it polls; returns what went wrong, or "".
+std::string ping_peer(int fd, int rounds, std::size_t reply_size,
+                      const std::function<std::string(int)>& expect) {
+  namespace os = testing::os;
+  std::string reply(reply_size, '\0');
+  for (int round = 0; round < rounds; ++round) {
+    for (std::size_t put = 0; put < 4;) {
+      const ssize_t n = os::write(fd, "ping" + put, 4 - put);
+      if (n > 0) put += static_cast<std::size_t>(n);
+      if (n < 0 && errno != EAGAIN) return "peer write failed";
+      if (n <= 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    for (std::size_t got = 0; got < reply_size;) {
+      const ssize_t n = os::read(fd, reply.data() + got, reply_size - got);
+      if (n == 0) return "EOF in round " + std::to_string(round);
+      if (n < 0 && errno != EAGAIN) return "peer read failed";
+      if (n > 0) got += static_cast<std::size_t>(n);
+      if (n < 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (reply != expect(round)) return "wrong reply in round " + std::to_string(round);
+  }
+  return "";
+}
+
+// Serves `rounds` pings on `sock`, answering each with reply(round) written in `parts` writes.
+Coro<void> serve_pings(Socket sock, int rounds, int parts, std::function<std::string(int)> reply) {
+  auto [reader, writer] = co_await open_connection(std::move(sock));
+  for (int round = 0; round < rounds; ++round) {
+    EXPECT_EQ(co_await reader.readexactly(4), "ping");
+    const std::string data = reply(round);
+    const std::size_t step = (data.size() + static_cast<std::size_t>(parts) - 1) / parts;
+    for (std::size_t at = 0; at < data.size(); at += step)
+      writer.write(std::string_view(data).substr(at, step));
+    co_await writer.drain();
+  }
+  writer.close();
+  co_await writer.wait_closed();
+}
+
+void ping_pong_with_a_thread(int rounds, int parts, std::size_t reply_size, int send_buffer) {
+  auto reply = [reply_size](int round) {
+    return pattern(reply_size, static_cast<unsigned>(round));
+  };
+  std::string peer_error = "peer never ran";
+  run([&]() -> Coro<void> {
+    auto [ours, theirs] = Socket::pair();
+    if (send_buffer > 0) {
+      EXPECT_EQ(testing::os::set_send_buffer(static_cast<int>(ours.fileno()), send_buffer), 0);
+    }
+    const int peer_fd = static_cast<int>(theirs.detach());
+    std::thread peer([&, peer_fd] {
+      peer_error = ping_peer(peer_fd, rounds, reply_size, reply);
+      testing::os::close(peer_fd);
+    });
+    try {
+      co_await wait_for(serve_pings(std::move(ours), rounds, parts, reply), 60.0);
+    } catch (const TimeoutError&) {
+      ADD_FAILURE() << "the exchange stalled";  // our socket is closed: the peer sees EOF
+    }
+    co_await to_thread([&peer] { peer.join(); });
+  }());
+  EXPECT_EQ(peer_error, "");
+}
+
+TEST(Streams, RepliesWrittenInTwoPartsReachAPeerOutsideTheLoop) {
+  // The second write queues behind the first's send, whose completion must wake the loop.
+  ping_pong_with_a_thread(200, 2, 64, 0);
+}
+
+TEST(Streams, RepliesLargerThanTheSendBufferReachAPeerOutsideTheLoop) {
+  // Each 48 KiB reply is under the high-water mark but over the socket's send buffer: its
+  // send comes back short (or finds no room) and the loop must wake to send the rest.
+  ping_pong_with_a_thread(30, 1, 48 * 1024, 4096);
 }
 
 }  // namespace

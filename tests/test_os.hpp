@@ -83,6 +83,9 @@ inline bool is_cloexec(int fd) {
 inline bool is_closed(int fd) {
   return ::fcntl(fd, F_GETFD) == -1 && errno == EBADF;
 }
+inline int set_send_buffer(int fd, int bytes) {
+  return ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+}
 
 #else  // _WIN32
 
@@ -280,6 +283,11 @@ inline ssize_t send_nowait(int fd, const void* buf, std::size_t n) {
 
 inline int shutdown_write(int fd) {
   return ::shutdown(detail::socket_of(fd), SD_SEND);
+}
+
+inline int set_send_buffer(int fd, int bytes) {
+  return ::setsockopt(detail::socket_of(fd), SOL_SOCKET, SO_SNDBUF,
+                      reinterpret_cast<const char*>(&bytes), sizeof bytes);
 }
 
 // No socketpair() on Windows: a loopback TCP connection stands in for the AF_UNIX pair.

@@ -143,7 +143,16 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
     it->second->active = false;  // a delivery already scheduled must not run any more
     handlers_.erase(it);
     release_signal(sig);
-    if (handlers_.empty() && op_.in_flight()) loop_.backend().cancel(op_);
+    if (handlers_.empty()) {
+      // A handler on another thread may have loaded our sink just before release_signal: let
+      // it finish its write, so the byte it counts is in the pipe when drop_unread empties it.
+      while (g_in_handler.load() != 0) std::this_thread::yield();
+      if (op_.in_flight()) {
+        loop_.backend().cancel(op_);  // its completion schedules the dispatch that drops
+      } else if (!dispatch_scheduled_) {
+        drop_unread();
+      }
+    }
     return true;
   }
 

@@ -134,7 +134,11 @@ void StreamTransport::write(std::string_view data) {
   if (data.empty()) return;
   if (closed_) return;  // connection lost: asyncio drops the bytes (and logs after a few)
   pending_.append(data);
-  if (!send_busy_) flush();
+  if (!send_busy_) {
+    flush();
+  } else {
+    want_send_completion();  // the send in flight must end its wait: these bytes follow it
+  }
   maybe_pause();
 }
 

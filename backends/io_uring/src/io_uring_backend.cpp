@@ -14,10 +14,12 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -50,6 +52,9 @@ constexpr std::uint64_t kIgnoreToken = 2;  // cancel requests: their result is n
 constexpr std::uint64_t kAcceptTag = 3;    // a listener's multishot accept: generation, fd, tag
 constexpr std::uint64_t kRecvTag = 4;      // a stream socket's multishot recv: generation, fd, tag
 constexpr std::uint64_t kTagMask = 7;
+
+// A lazy send's flags (see is_lazy_send): never parked on a poll, and short counts fail.
+constexpr int kLazySendFlags = MSG_DONTWAIT | MSG_WAITALL;
 
 // Connections a multishot accept may take ahead of the accept operations asking for them;
 // beyond this the request is stopped and the kernel's backlog holds the rest.
@@ -282,6 +287,17 @@ int current_tid() {
   return tid;
 }
 
+// The running kernel's release is at least major.minor.
+bool kernel_at_least(int major, int minor) {
+  static const std::pair<int, int> release = [] {
+    utsname name{};
+    int ma = 0, mi = 0;
+    if (::uname(&name) == 0) std::sscanf(name.release, "%d.%d", &ma, &mi);
+    return std::pair<int, int>(ma, mi);
+  }();
+  return release >= std::pair<int, int>(major, minor);
+}
+
 [[noreturn]] void throw_unavailable(const std::string& why) {
   throw RuntimeError("io_uring is unavailable (" + why +
                      "): this corio was built with -DCORIO_BACKEND=io_uring; rebuild with "
@@ -426,6 +442,12 @@ void IoUringBackend::open_ring() {
 void IoUringBackend::ring_ready() {
   arm_wake();  // fills an entry; a disabled ring submits it once enabled
   lazy_queued_.clear();
+  // The marker needs IOSQE_CQE_SKIP_SUCCESS (Linux 5.17). With SQPOLL the poller thread, not
+  // the submitting call, issues the sends, so their completions may come after the wait began.
+  // Linux 5.19 and 6.0 (before a stable fix) fail a short MSG_WAITALL|MSG_DONTWAIT send with
+  // -EAGAIN and lose the count of bytes it did send, which would then go twice: 6.1 or later.
+  lazy_sends_ = options_.lazy_completions && !sqpoll_ &&
+                (ring_->features & IORING_FEAT_CQE_SKIP) != 0 && kernel_at_least(6, 1);
   files_table_ = false;
   if (options_.fixed_files && options_.fixed_file_slots > 0) {
     // Sparse registration (Linux 5.19); refused: no fixed files.
@@ -555,7 +577,7 @@ void IoUringBackend::unlink(Operation& op) {
   op.next = op.prev = nullptr;
 }
 
-void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
+void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe, bool lazy) {
   const int fd = static_cast<int>(op.handle);
   Scratch& s = scratch(op);
   if (s.phase != Phase::request) {
@@ -589,7 +611,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       break;
     case OpCode::send:
       io_uring_prep_send(sqe, fd, op.buffer, clamp_length(op.length),
-                         op.flags | MSG_NOSIGNAL | (is_lazy_send(op) ? MSG_DONTWAIT : 0));
+                         op.flags | MSG_NOSIGNAL | (lazy ? kLazySendFlags : 0));
       break;
     case OpCode::recv_from:
     case OpCode::send_to:
@@ -610,7 +632,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
       } else {
         io_uring_prep_sendmsg(
             sqe, fd, &s.msg,
-            static_cast<unsigned>(op.flags | MSG_NOSIGNAL | (is_lazy_send(op) ? MSG_DONTWAIT : 0)));
+            static_cast<unsigned>(op.flags | MSG_NOSIGNAL | (lazy ? kLazySendFlags : 0)));
       }
       break;
     }
@@ -624,6 +646,15 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe) {
   }
   io_uring_sqe_set_data(sqe, &op);
   if (uses_fixed(fd)) sqe->flags |= IOSQE_FIXED_FILE;  // slot == fd
+  if (lazy) {
+    // The marker: linked behind the send, it runs (silently) only when the send took every
+    // byte; otherwise it is cancelled and its completion is the extra one that ends the wait.
+    sqe->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* marker = io_uring_get_sqe(ring_);  // start() made room for both
+    io_uring_prep_nop(marker);
+    marker->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(marker, kIgnoreToken);
+  }
 }
 
 bool IoUringBackend::start(Operation& op) {
@@ -640,8 +671,13 @@ bool IoUringBackend::start(Operation& op) {
   }
   ensure_owner();  // a loop that moved threads gets its new ring before it queues anything
   scratch(op).phase = Phase::request;
-  prepare(op, get_sqe());
-  if (is_lazy_send(op)) lazy_queued_.push_back(&op);
+  bool lazy = is_lazy_send(op);
+  // A lazy send and its marker go to the kernel in one submission: a link cut by a full
+  // submission queue would leave the send without its marker.
+  if (lazy && io_uring_sq_space_left(ring_) < 2) flush_sq();
+  lazy = lazy && io_uring_sq_space_left(ring_) >= 2;  // a one-entry ring cannot hold both
+  prepare(op, get_sqe(), lazy);
+  if (lazy) lazy_queued_.push_back(&op);
   op.state = OpState::submitted;
   link(op);
   ++in_flight_;
@@ -823,10 +859,17 @@ void IoUringBackend::enter(core::Nanos timeout) {
 
 // A send whose completion nobody waits for, made so that it always completes inside the
 // io_uring_enter that submits it: MSG_DONTWAIT makes the kernel answer -EAGAIN (or a short
-// count) instead of parking it on a poll, so its completion is posted before that call waits.
+// count) instead of parking it on a poll, so its completion is posted before that call waits,
+// and that wait asks for one completion more per lazy send. Only a send that took every byte
+// may be left for later, though: its owner has nothing more to do for it. One that came back
+// short, -EAGAIN or with an error needs its owner now (to send the rest, wait for room or
+// report the error), so it must end the wait. MSG_WAITALL makes a short count a failure, and a
+// failure cancels the marker linked behind the send (see prepare): that -ECANCELED completion
+// is the extra one. A full send runs the marker, whose completion is skipped.
 bool IoUringBackend::is_lazy_send(const Operation& op) const noexcept {
-  return op.lazy_completion && options_.lazy_completions && !sqpoll_ &&
-         (op.code == OpCode::send || op.code == OpCode::send_msg);
+  // A send longer than kMaxIo is cut short by clamp_length, and MSG_WAITALL would call the
+  // cut send complete while bytes remain: such a send is never lazy.
+  return op.lazy_completion && lazy_sends_ && op.code == OpCode::send && op.length <= kMaxIo;
 }
 
 // The lazy sends queued since the last submission whose owner still does not wait for them
@@ -1363,6 +1406,7 @@ void IoUringBackend::finish_unlinked(Operation& op, std::int64_t result) {
 // owners may already be gone) and without calling on_complete.
 void IoUringBackend::drain_for_exit() noexcept {
   shutting_down_ = true;
+  lazy_queued_.clear();  // their owners may be gone; a lazy wait must not read them
   if (ring_ == nullptr) return;
   if (single_issuer_ && (!enabled_ || owner_tid_ != current_tid())) return;
   try {

@@ -81,9 +81,12 @@ struct Operation {
   int flags = 0;
   OpCode code = OpCode::wait_readable;
   OpState state = OpState::idle;
-  // Nobody waits on this completion to make progress (a transport's send while its buffer is
-  // below the high-water mark): a completion backend need not end a wait for it alone and may
-  // report it with the next other completion, within a bounded delay. The result is the same.
+  // Nobody waits on this send's completion to make progress (a transport's, while its buffer
+  // is below the high-water mark and nothing is queued behind it): if it moves every byte, a
+  // completion backend need not end a wait for it alone and may report it with the next other
+  // completion. A short count, -EAGAIN or an error still ends the wait at once, since the owner
+  // must act on it. The owner clears the flag when it starts to wait (close, write_eof, pause,
+  // more bytes queued behind this send); a backend reads it when it waits.
   bool lazy_completion = false;
 
   // Intrusive links for a readiness backend's per-handle FIFO of waiting operations.

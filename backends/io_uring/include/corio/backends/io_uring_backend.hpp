@@ -83,8 +83,11 @@ class IoUringBackend {
     // Sends marked lazy_completion (a stream transport's) go with MSG_DONTWAIT, so each
     // completes inside the io_uring_enter that submits it, and that call waits for one
     // completion beyond them: a reply no longer costs an io_uring_enter of its own, and a
-    // ping-pong stream takes one per message instead of two. A send the socket cannot take
-    // at once comes back -EAGAIN and waits on a poll like any other.
+    // ping-pong stream takes one per message instead of two. A lazy send that does not move
+    // every byte (short, -EAGAIN, an error) posts a second completion, so the wait ends at
+    // once for its owner; -EAGAIN then waits on a poll like any other send. Needs
+    // IOSQE_CQE_SKIP_SUCCESS and a kernel that keeps a failed short send's count (Linux
+    // 6.1); off with SQPOLL.
     bool lazy_completions = true;
   };
 
@@ -141,7 +144,7 @@ class IoUringBackend {
   bool fixed_files() const noexcept { return fixed_files_; }
   bool sqpoll() const noexcept { return sqpoll_; }
   // lazy_completion sends are reported with the next completion (see Options).
-  bool lazy_completions() const noexcept { return options_.lazy_completions && !sqpoll_; }
+  bool lazy_completions() const noexcept { return lazy_sends_; }
   // Bytes taken from the kernel for fd's next stream reads (tests and measurements).
   std::size_t recv_ahead(core::NativeHandle handle) const noexcept;
   const Stats& stats() const noexcept { return stats_; }
@@ -209,7 +212,7 @@ class IoUringBackend {
   void arm_wake();
   void ring_ready();
   ::io_uring_sqe* get_sqe();
-  void prepare(core::Operation& op, ::io_uring_sqe* sqe);
+  void prepare(core::Operation& op, ::io_uring_sqe* sqe, bool lazy = false);
   void resubmit(core::Operation& op);
   void flush_sq();
   void enter(core::Nanos timeout);
@@ -258,6 +261,7 @@ class IoUringBackend {
   bool fixed_files_ = false;
   bool files_table_ = false;  // the sparse registered-file table exists on this ring
   bool sqpoll_ = false;
+  bool lazy_sends_ = false;  // see is_lazy_send
   bool shutting_down_ = false;
 
   int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
