@@ -16,7 +16,9 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <linux/tls.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -1148,6 +1150,42 @@ TEST(IoUringBackend, ALazySendAndItsMarkerAreNotSplitByAFullSubmissionQueue) {
     for (auto& poll : polls) backend.cancel(*poll);
     run_until(backend, [&] { return backend.in_flight() == 0; });
   }
+}
+
+// Some sockets refuse a lazy send's MSG_WAITALL with -EOPNOTSUPP although a plain send works
+// (kTLS; MPTCP on some kernels): the send must go again plainly, and later ones go plainly at once.
+void expect_refused_lazy_sends_to_go_plainly(IoUringBackend& backend, int fd, int peer) {
+  char data[] = "hello";
+  for (int round = 0; round < 2; ++round) {
+    LazySend send(fd, data, 5);
+    backend.start(send);
+    run_until(backend, [&] { return send.completions == 1; });
+    EXPECT_EQ(send.result, 5) << "round " << round;
+  }
+  EXPECT_EQ(backend.stats().lazy_refused, 1u);  // the socket is remembered after one refusal
+  char got[256];
+  EXPECT_GT(::read(peer, got, sizeof got), 0);
+}
+
+// Kernel TLS on the sending side, or false where the kernel has no "tls" module.
+bool enable_kernel_tls_send(int fd) {
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") != 0) return false;
+  tls12_crypto_info_aes_gcm_128 info{};  // an all-zero key: nobody decrypts here
+  info.info.version = TLS_1_2_VERSION;
+  info.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+  return ::setsockopt(fd, SOL_TLS, TLS_TX, &info, sizeof info) == 0;
+}
+
+TEST(IoUringBackend, ALazySendAKernelTlsSocketRefusesGoesAgainPlainly) {
+  IoUringBackend backend;
+  if (!backend.lazy_completions()) GTEST_SKIP() << "lazy completions are off";
+  Fd listener = tcp_listener();
+  Fd client = connect_to(address_of(listener.get()));
+  ASSERT_EQ(::fcntl(client.get(), F_SETFL, O_NONBLOCK), 0);
+  Fd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_GE(server.get(), 0);
+  if (!enable_kernel_tls_send(client.get())) GTEST_SKIP() << "no kernel TLS (tls module) here";
+  expect_refused_lazy_sends_to_go_plainly(backend, client.get(), server.get());
 }
 
 TEST(IoUringBackend, AStreamPingPongTakesOneKernelEntryPerMessage) {

@@ -102,6 +102,7 @@ struct Scratch {
     socklen_t addrlen;  // accept
   };
   Phase phase;
+  bool lazy;  // the request went with kLazySendFlags and its marker
 };
 static_assert(sizeof(Scratch) <= sizeof(Operation::backend_scratch) && alignof(Scratch) <= 8);
 
@@ -630,9 +631,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe, bool lazy) {
       if (receiving) {
         io_uring_prep_recvmsg(sqe, fd, &s.msg, static_cast<unsigned>(op.flags));
       } else {
-        io_uring_prep_sendmsg(
-            sqe, fd, &s.msg,
-            static_cast<unsigned>(op.flags | MSG_NOSIGNAL | (lazy ? kLazySendFlags : 0)));
+        io_uring_prep_sendmsg(sqe, fd, &s.msg, static_cast<unsigned>(op.flags | MSG_NOSIGNAL));
       }
       break;
     }
@@ -646,6 +645,7 @@ void IoUringBackend::prepare(Operation& op, io_uring_sqe* sqe, bool lazy) {
   }
   io_uring_sqe_set_data(sqe, &op);
   if (uses_fixed(fd)) sqe->flags |= IOSQE_FIXED_FILE;  // slot == fd
+  s.lazy = lazy;
   if (lazy) {
     // The marker: linked behind the send, it runs (silently) only when the send took every
     // byte; otherwise it is cancelled and its completion is the extra one that ends the wait.
@@ -674,8 +674,10 @@ bool IoUringBackend::start(Operation& op) {
   bool lazy = is_lazy_send(op);
   // A lazy send and its marker go to the kernel in one submission: a link cut by a full
   // submission queue would leave the send without its marker.
-  if (lazy && io_uring_sq_space_left(ring_) < 2) flush_sq();
-  lazy = lazy && io_uring_sq_space_left(ring_) >= 2;  // a one-entry ring cannot hold both
+  if (lazy && io_uring_sq_space_left(ring_) < 2) {
+    flush_sq();
+    lazy = io_uring_sq_space_left(ring_) >= 2;  // a one-entry ring never holds both
+  }
   prepare(op, get_sqe(), lazy);
   if (lazy) lazy_queued_.push_back(&op);
   op.state = OpState::submitted;
@@ -719,6 +721,8 @@ void IoUringBackend::close(core::NativeHandle handle) {
   if (fd < 0) return;
   forget_listener(fd);
   const bool fixed = forget_stream(fd);
+  if (static_cast<std::size_t>(fd) < plain_sends_only_.size())
+    plain_sends_only_[static_cast<std::size_t>(fd)] = false;  // the number may be reused
   Operation* head = static_cast<std::size_t>(fd) < fd_heads_.size()
                         ? fd_heads_[static_cast<std::size_t>(fd)]
                         : nullptr;
@@ -869,7 +873,20 @@ void IoUringBackend::enter(core::Nanos timeout) {
 bool IoUringBackend::is_lazy_send(const Operation& op) const noexcept {
   // A send longer than kMaxIo is cut short by clamp_length, and MSG_WAITALL would call the
   // cut send complete while bytes remain: such a send is never lazy.
-  return op.lazy_completion && lazy_sends_ && op.code == OpCode::send && op.length <= kMaxIo;
+  if (!op.lazy_completion || !lazy_sends_ || op.code != OpCode::send || op.length > kMaxIo)
+    return false;
+  const auto fd = static_cast<std::size_t>(op.handle);
+  return fd >= plain_sends_only_.size() || !plain_sends_only_[fd];
+}
+
+// Some sockets refuse MSG_WAITALL on a send with -EOPNOTSUPP although a plain send works:
+// kTLS (tls_sw_sendmsg), and MPTCP on some kernels. Such a refusal moved nothing, so the
+// send goes again without the lazy flags, and that socket stops sending lazily.
+void IoUringBackend::refuse_lazy_sends(int fd) {
+  ++stats_.lazy_refused;
+  const auto index = static_cast<std::size_t>(fd);
+  if (index >= plain_sends_only_.size()) plain_sends_only_.resize(index + 1);
+  plain_sends_only_[index] = true;
 }
 
 // The lazy sends queued since the last submission whose owner still does not wait for them
@@ -1344,6 +1361,11 @@ bool IoUringBackend::complete(Operation& op, std::int32_t res) {
       }
       const bool in_progress =
           op.code == OpCode::connect && (res == -EINPROGRESS || res == -EALREADY);
+      if (res == -EOPNOTSUPP && s.lazy && !cancelling) {
+        refuse_lazy_sends(static_cast<int>(op.handle));
+        resubmit(op);
+        return false;
+      }
       if (res == -EAGAIN || res == -EINTR || in_progress) {
         // Nothing moved. A cancelled operation stops here; otherwise wait for readiness.
         if (cancelling) {

@@ -87,7 +87,8 @@ class IoUringBackend {
     // every byte (short, -EAGAIN, an error) posts a second completion, so the wait ends at
     // once for its owner; -EAGAIN then waits on a poll like any other send. Needs
     // IOSQE_CQE_SKIP_SUCCESS and a kernel that keeps a failed short send's count (Linux
-    // 6.1); off with SQPOLL.
+    // 6.1); off with SQPOLL. A socket that refuses the lazy flags (kTLS refuses MSG_WAITALL)
+    // gets the send again plainly and sends plainly from then on.
     bool lazy_completions = true;
   };
 
@@ -105,6 +106,7 @@ class IoUringBackend {
     std::uint64_t recv_ended = 0;        // multishot recvs the kernel ended with data (no F_MORE)
     std::uint64_t files_registered = 0;  // fixed-file slots filled
     std::uint64_t lazy_waits = 0;        // waits that did not count lazy completions
+    std::uint64_t lazy_refused = 0;      // lazy sends a socket refused (kTLS), sent again plainly
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
@@ -217,6 +219,7 @@ class IoUringBackend {
   void flush_sq();
   void enter(core::Nanos timeout);
   bool is_lazy_send(const core::Operation& op) const noexcept;
+  void refuse_lazy_sends(int fd);
   unsigned lazy_still_queued() const noexcept;
   int submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout);
   void harvest();
@@ -282,6 +285,8 @@ class IoUringBackend {
   std::vector<int> starved_;  // fds whose multishot ran out of buffers in this dispatch
   // Lazy sends queued since the last submission (see is_lazy_send).
   std::vector<core::Operation*> lazy_queued_;
+  // By fd: sockets that refused a lazy send's flags; they send plainly until close().
+  std::vector<bool> plain_sends_only_;
   // Completions copied out of the ring and not yet dispatched.
   std::vector<Completion> pending_;
   Stats stats_;
