@@ -4,7 +4,8 @@
 // queue and an overflowing completion queue, the single-issuer thread rules, teardown with
 // requests in flight, the -EAGAIN poll-then-retry path, the "unavailable" message, stream
 // reads from a multishot recv (order, -ENOBUFS, kernel-ended multishots, cancel and close
-// with bytes read ahead, the read-ahead limit), registered files and SQPOLL.
+// with bytes read ahead, the read-ahead limit), registered files, SQPOLL, lazy sends and
+// batched waits.
 // On other backends it compiles to one skipped test; it must never run io_uring code there.
 #include <gtest/gtest.h>
 
@@ -1232,6 +1233,151 @@ TEST(IoUringBackend, AStreamPingPongTakesOneKernelEntryPerMessage) {
   // Without lazy completions each reply's completion ends a wait of its own: two entries
   // per message.
   EXPECT_LE(enters, static_cast<std::uint64_t>(kMessages) * 3 / 2);
+}
+
+// Batched waits: `count` sockets, each with a one-byte recv in flight; the peers' ends are
+// written by the test.
+struct BatchOfReads {
+  std::vector<std::pair<Fd, Fd>> pairs;
+  std::vector<char> bytes;
+  std::vector<std::unique_ptr<TestOp>> reads;
+  BatchOfReads(IoUringBackend& backend, int count) : bytes(static_cast<std::size_t>(count)) {
+    for (int i = 0; i < count; ++i) {
+      pairs.push_back(stream_pair());
+      auto op = std::make_unique<TestOp>(OpCode::recv, pairs.back().first.get());
+      op->buffer = &bytes[static_cast<std::size_t>(i)];
+      op->length = 1;
+      backend.start(*op);
+      reads.push_back(std::move(op));
+    }
+  }
+  int peer(int i) const { return pairs[static_cast<std::size_t>(i)].second.get(); }
+  int completed() const {
+    int n = 0;
+    for (const auto& op : reads) n += op->completions;
+    return n;
+  }
+};
+
+IoUringBackend::Options batched(unsigned wait_us, unsigned min_ops) {
+  IoUringBackend::Options options;
+  options.batch_wait_us = wait_us;
+  options.batch_min_ops = min_ops;
+  return options;
+}
+
+Nanos elapsed_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+      .count();
+}
+
+TEST(IoUringBackend, ABatchedWaitGathersCompletionsThatComeCloseTogether) {
+  IoUringBackend backend(batched(2'000'000, 4));
+  if (!backend.batch_waits()) GTEST_SKIP() << "the kernel has no min-wait (Linux 6.12)";
+  constexpr int kReads = 16;
+  BatchOfReads batch(backend, kReads);
+  std::thread writer([&] {
+    for (int i = 0; i < kReads; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      EXPECT_EQ(::write(batch.peer(i), "x", 1), 1);
+    }
+  });
+  // A plain wait would end with the first byte; this one has two seconds to gather all 16
+  // (written over about 16 ms) and ends as soon as it has them.
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t completed = backend.wait(core::kNoDeadline);
+  const Nanos took = elapsed_since(start);
+  writer.join();
+  EXPECT_EQ(completed, static_cast<std::size_t>(kReads));
+  EXPECT_EQ(batch.completed(), kReads);
+  EXPECT_LT(took, 1000 * kMs);
+  EXPECT_EQ(backend.stats().batch_waits, 1u);
+}
+
+TEST(IoUringBackend, ABatchedWaitReturnsWhatCameOnceItsTimeIsUp) {
+  IoUringBackend backend(batched(20'000, 4));
+  if (!backend.batch_waits()) GTEST_SKIP() << "the kernel has no min-wait (Linux 6.12)";
+  BatchOfReads batch(backend, 8);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(::write(batch.peer(3), "x", 1), 1);
+  });
+  // One of eight reads completes: the wait gives up on the rest after 20 ms.
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t completed = backend.wait(30'000 * kMs);
+  const Nanos took = elapsed_since(start);
+  writer.join();
+  EXPECT_EQ(completed, 1u);
+  EXPECT_EQ(batch.reads[3]->completions, 1);
+  EXPECT_EQ(batch.bytes[3], 'x');
+  EXPECT_GE(took, 20 * kMs);
+  EXPECT_LT(took, 10'000 * kMs);
+}
+
+TEST(IoUringBackend, ABatchedWaitWithNothingToGatherKeepsTheTimersDeadline) {
+  IoUringBackend backend(batched(10'000, 4));
+  if (!backend.batch_waits()) GTEST_SKIP() << "the kernel has no min-wait (Linux 6.12)";
+  BatchOfReads batch(backend, 8);
+  // Nothing completes: after the 10 ms batch time the wait goes on until the timeout, as
+  // a plain one does, and returns empty.
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(backend.wait(60 * kMs), 0u);
+  Nanos took = elapsed_since(start);
+  EXPECT_GE(took, 60 * kMs);
+  EXPECT_LT(took, 5'000 * kMs);
+  EXPECT_EQ(backend.stats().batch_waits, 1u);
+  // A timer due before the batch time would be late if the kernel waited the batch out:
+  // such a wait is a plain one.
+  IoUringBackend slow(batched(2'000'000, 4));
+  BatchOfReads more(slow, 8);
+  start = std::chrono::steady_clock::now();
+  EXPECT_EQ(slow.wait(5 * kMs), 0u);
+  took = elapsed_since(start);
+  EXPECT_GE(took, 5 * kMs);
+  EXPECT_LT(took, 1'000 * kMs);
+  EXPECT_EQ(slow.stats().batch_waits, 0u);
+}
+
+TEST(IoUringBackend, AWaitWithFewOperationsInFlightIsNotBatched) {
+  // Below batch_min_ops (a lone connection, a client), a completion ends the wait at once.
+  IoUringBackend backend(batched(2'000'000, 4));
+  if (!backend.batch_waits()) GTEST_SKIP() << "the kernel has no min-wait (Linux 6.12)";
+  BatchOfReads batch(backend, 3);
+  EXPECT_EQ(::write(batch.peer(0), "x", 1), 1);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(backend.wait(core::kNoDeadline), 1u);
+  EXPECT_LT(elapsed_since(start), 1'000 * kMs);
+  EXPECT_EQ(backend.stats().batch_waits, 0u);
+}
+
+TEST(IoUringBackend, ABatchedWaitStillSubmitsAndCountsLazySends) {
+  // The lazy sends' own completions, posted by the submission, count towards the batch but
+  // do not end its time early: the wait ends with the reads' completions.
+  IoUringBackend backend(batched(2'000'000, 4));
+  if (!backend.batch_waits() || !backend.lazy_completions())
+    GTEST_SKIP() << "needs min-wait and lazy completions";
+  constexpr int kReads = 8;
+  BatchOfReads batch(backend, kReads);
+  auto [a, b] = stream_pair();
+  char byte = 'z';
+  LazySend send(a.get(), &byte, 1);
+  backend.start(send);
+  std::thread writer([&] {
+    for (int i = 0; i < kReads; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      EXPECT_EQ(::write(batch.peer(i), "x", 1), 1);
+    }
+  });
+  const std::size_t completed = backend.wait(core::kNoDeadline);
+  writer.join();
+  EXPECT_EQ(completed, static_cast<std::size_t>(kReads) + 1);
+  EXPECT_EQ(send.completions, 1);
+  EXPECT_EQ(send.result, 1);
+  EXPECT_EQ(batch.completed(), kReads);
+  char got = 0;
+  EXPECT_EQ(::read(b.get(), &got, 1), 1);
+  EXPECT_EQ(got, 'z');
 }
 
 }  // namespace

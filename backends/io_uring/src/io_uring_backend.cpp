@@ -53,6 +53,12 @@ constexpr std::uint64_t kAcceptTag = 3;    // a listener's multishot accept: gen
 constexpr std::uint64_t kRecvTag = 4;      // a stream socket's multishot recv: generation, fd, tag
 constexpr std::uint64_t kTagMask = 7;
 
+// Batched waits (Options::batch_wait_us) need the kernel's min-wait (Linux 6.12), newer than
+// the liburing headers some distributions ship.
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
+
 // A lazy send's flags (see is_lazy_send): never parked on a poll, and short counts fail.
 constexpr int kLazySendFlags = MSG_DONTWAIT | MSG_WAITALL;
 
@@ -346,6 +352,8 @@ IoUringBackend::Options IoUringBackend::default_options() {
     if (name == "recv_buffers") options.recv_buffers = static_cast<unsigned>(value);
     if (name == "recv_buffer_size") options.recv_buffer_size = static_cast<unsigned>(value);
     if (name == "lazy_completions") options.lazy_completions = value != 0;
+    if (name == "batch_wait_us") options.batch_wait_us = static_cast<unsigned>(value);
+    if (name == "batch_min_ops") options.batch_min_ops = static_cast<unsigned>(value);
   }
   return options;
 }
@@ -449,6 +457,10 @@ void IoUringBackend::ring_ready() {
   // -EAGAIN and lose the count of bytes it did send, which would then go twice: 6.1 or later.
   lazy_sends_ = options_.lazy_completions && !sqpoll_ &&
                 (ring_->features & IORING_FEAT_CQE_SKIP) != 0 && kernel_at_least(6, 1);
+  // The poller thread of SQPOLL submits on its own; a batched wait would publish entries
+  // behind its back.
+  batch_wait_ =
+      options_.batch_wait_us > 0 && !sqpoll_ && (ring_->features & IORING_FEAT_MIN_TIMEOUT) != 0;
   files_table_ = false;
   if (options_.fixed_files && options_.fixed_file_slots > 0) {
     // Sparse registration (Linux 5.19); refused: no fixed files.
@@ -829,7 +841,10 @@ void IoUringBackend::enter(core::Nanos timeout) {
           return;
         r = io_uring_submit_and_get_events(ring_);
       }
-    } else if (const unsigned lazy = lazy_still_queued(); lazy > 0) {
+    } else if (const unsigned lazy = lazy_still_queued(), batch = batch_to_wait_for(lazy, timeout);
+               batch > 0) {
+      r = submit_and_wait_batch(lazy + batch, timeout);
+    } else if (lazy > 0) {
       r = submit_and_wait_past_lazy(lazy, timeout);
     } else if (timeout >= core::kNoDeadline) {
       r = io_uring_submit_and_wait(ring_, 1);
@@ -909,6 +924,49 @@ int IoUringBackend::submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout
   ts.tv_nsec = timeout % core::kNanosPerSecond;
   io_uring_cqe* cqe = nullptr;
   return io_uring_submit_and_wait_timeout(ring_, &cqe, 1 + lazy, &ts, nullptr);
+}
+
+// How many completions (beyond the lazy sends') a wait may gather for batch_wait_us: one per
+// operation in flight, so that the wait ends early only if every one of them completes.
+// 0: a plain wait (see Options::batch_wait_us for when).
+unsigned IoUringBackend::batch_to_wait_for(unsigned lazy, core::Nanos timeout) const noexcept {
+  if (!batch_wait_) return 0;
+  // The kernel waits out the batch time even past the timeout: a sooner timer waits plainly.
+  if (timeout < core::Nanos{options_.batch_wait_us} * 1000) return 0;
+  const std::size_t waiting = in_flight_ > lazy ? in_flight_ - lazy : 0;
+  if (waiting < std::max(options_.batch_min_ops, 2u)) return 0;
+  // The completion queue can hold no more than its size at once.
+  const std::size_t room = ring_->cq.ring_entries > lazy ? ring_->cq.ring_entries - lazy : 1;
+  return static_cast<unsigned>(std::min(waiting, room));
+}
+
+// Submits the queue and waits for wait_nr completions or batch_wait_us, whichever ends first,
+// then (if nothing came by then) for one completion or the timeout. liburing's wrapper for
+// this is newer than the one Debian ships, so this publishes the queued entries itself, as
+// io_uring_submit does, and enters with the extended argument whose min_wait_usec (formerly
+// `pad`) holds the batch time.
+int IoUringBackend::submit_and_wait_batch(unsigned wait_nr, core::Nanos timeout) {
+  ++stats_.batch_waits;
+  io_uring_sq& sq = ring_->sq;
+  const unsigned tail = sq.sqe_tail;
+  if (sq.sqe_head != tail) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);
+  }
+  const unsigned to_submit = tail - io_uring_smp_load_acquire(sq.khead);
+  __kernel_timespec ts{};
+  io_uring_getevents_arg arg{};
+  arg.sigmask_sz = _NSIG / 8;
+  arg.pad = options_.batch_wait_us;
+  if (timeout < core::kNoDeadline) {
+    ts.tv_sec = timeout / core::kNanosPerSecond;
+    ts.tv_nsec = timeout % core::kNanosPerSecond;
+    arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+  }
+  const int r = io_uring_enter2(ring_->ring_fd, to_submit, wait_nr,
+                                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                                reinterpret_cast<sigset_t*>(&arg), sizeof arg);
+  return r;
 }
 
 void IoUringBackend::harvest() {

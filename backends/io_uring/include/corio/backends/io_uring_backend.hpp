@@ -90,6 +90,17 @@ class IoUringBackend {
     // 6.1); off with SQPOLL. A socket that refuses the lazy flags (kTLS refuses MSG_WAITALL)
     // gets the send again plainly and sends plainly from then on.
     bool lazy_completions = true;
+    // Batched waits (off: 0): while at least batch_min_ops operations are in flight, a
+    // wait asks the kernel for as many completions as there are operations and gives it up
+    // to batch_wait_us microseconds to gather them (IORING_FEAT_MIN_TIMEOUT, Linux 6.12);
+    // once that time is up it returns with whatever came, and with nothing come it waits
+    // on as usual. A server with many busy connections then enters the kernel once per
+    // batch rather than once per message, and pays for it in latency: a completion may wait
+    // up to batch_wait_us for company, a call_soon_threadsafe too. Fewer operations in
+    // flight than batch_min_ops (a lone connection, a client), a timer due sooner than
+    // batch_wait_us, or an older kernel: the wait is the usual one.
+    unsigned batch_wait_us = 0;
+    unsigned batch_min_ops = 16;
   };
 
   // Counters for tests and measurements.
@@ -107,15 +118,16 @@ class IoUringBackend {
     std::uint64_t files_registered = 0;  // fixed-file slots filled
     std::uint64_t lazy_waits = 0;        // waits that did not count lazy completions
     std::uint64_t lazy_refused = 0;      // lazy sends a socket refused (kTLS), sent again plainly
+    std::uint64_t batch_waits = 0;       // waits that gave completions batch_wait_us to gather
   };
 
   // Throws RuntimeError naming -DCORIO_BACKEND=epoll when io_uring is unavailable (disabled
   // by sysctl or seccomp, kernel too old).
   // The default options, adjusted by the environment variable CORIO_IO_URING, a comma list
   // of name=value for multishot_recv, fixed_files, sqpoll, sqpoll_idle_ms, recv_buffers,
-  // recv_buffer_size, lazy_completions (e.g. "multishot_recv=0,fixed_files=1"), so benchmarks and
-  // test runs can switch them in programs whose loops are built for them. Unknown names are
-  // ignored.
+  // recv_buffer_size, lazy_completions, batch_wait_us, batch_min_ops (e.g.
+  // "multishot_recv=0,fixed_files=1"), so benchmarks and test runs can switch them in
+  // programs whose loops are built for them. Unknown names are ignored.
   static Options default_options();
   IoUringBackend();  // with default_options()
   explicit IoUringBackend(Options options);
@@ -147,6 +159,8 @@ class IoUringBackend {
   bool sqpoll() const noexcept { return sqpoll_; }
   // lazy_completion sends are reported with the next completion (see Options).
   bool lazy_completions() const noexcept { return lazy_sends_; }
+  // Waits gather completions for Options::batch_wait_us (asked for, and the kernel has it).
+  bool batch_waits() const noexcept { return batch_wait_; }
   // Bytes taken from the kernel for fd's next stream reads (tests and measurements).
   std::size_t recv_ahead(core::NativeHandle handle) const noexcept;
   const Stats& stats() const noexcept { return stats_; }
@@ -222,6 +236,8 @@ class IoUringBackend {
   void refuse_lazy_sends(int fd);
   unsigned lazy_still_queued() const noexcept;
   int submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout);
+  unsigned batch_to_wait_for(unsigned lazy, core::Nanos timeout) const noexcept;
+  int submit_and_wait_batch(unsigned wait_nr, core::Nanos timeout);
   void harvest();
   std::size_t dispatch();
   bool complete(core::Operation& op, std::int32_t res);
@@ -265,6 +281,7 @@ class IoUringBackend {
   bool files_table_ = false;  // the sparse registered-file table exists on this ring
   bool sqpoll_ = false;
   bool lazy_sends_ = false;  // see is_lazy_send
+  bool batch_wait_ = false;  // see Options::batch_wait_us
   bool shutting_down_ = false;
 
   int owner_tid_ = 0;  // the kernel thread id bound to a single-issuer ring
