@@ -990,6 +990,38 @@ TEST(IoUringBackend, SqpollRingCarriesOperations) {
   EXPECT_EQ(backend.in_flight(), 0u);
 }
 
+TEST(IoUringBackend, ALoopAndARunnerAreBuiltWithTheBackendOptionsTheyAreGiven) {
+  // Every setting differs from its default; what the kernel may refuse is compared with a
+  // backend built directly from the same options.
+  IoUringBackend::Options chosen = IoUringBackend::default_options();
+  chosen.lazy_completions = false;
+  chosen.multishot_recv = false;
+  chosen.fixed_files = true;
+  chosen.batch_wait_us = 50;
+  const IoUringBackend direct(chosen);
+  auto expect_built_with_chosen = [&](IoUringBackend& backend) {
+    EXPECT_FALSE(backend.lazy_completions());
+    EXPECT_FALSE(backend.multishot_recv());
+    EXPECT_EQ(backend.fixed_files(), direct.fixed_files());
+    EXPECT_EQ(backend.batch_waits(), direct.batch_waits());
+    EXPECT_EQ(backend.sqpoll(), direct.sqpoll());
+  };
+  EventLoop::Options loop_options;
+  loop_options.backend = chosen;
+  EventLoop loop(loop_options);
+  expect_built_with_chosen(loop.backend());
+  loop.close();
+  Runner::Options runner_options;
+  runner_options.backend = chosen;
+  Runner runner(runner_options);
+  expect_built_with_chosen(runner.get_loop().backend());
+  // By default a loop takes the defaults as the environment adjusts them.
+  EventLoop plain;
+  EXPECT_EQ(plain.backend().multishot_recv(),
+            IoUringBackend(IoUringBackend::default_options()).multishot_recv());
+  plain.close();
+}
+
 // --- lazy completions (a stream's sends) -------------------------------------------------
 
 // A send marked as a stream transport marks the ones nobody waits for.

@@ -74,7 +74,9 @@ EventLoop* try_get_running_loop() noexcept {
 
 EventLoop::EventLoop() : EventLoop(Options{}) {}
 
-EventLoop::EventLoop(Options options) : options_(options) {}
+EventLoop::EventLoop(Options options)
+    : options_(options),
+      backend_(options.backend ? *options.backend : SelectedBackend::default_options()) {}
 
 EventLoop::~EventLoop() {
   if (running_) {

@@ -27,6 +27,7 @@ Runner::Runner(Options options) {
   EventLoop::Options loop_options;
   loop_options.debug = options.debug || flag_from_environment("CORIO_DEBUG");
   loop_options.virtual_time = options.virtual_time || flag_from_environment("CORIO_VIRTUAL_TIME");
+  loop_options.backend = options.backend;
   loop_ = std::make_unique<EventLoop>(loop_options);
 }
 

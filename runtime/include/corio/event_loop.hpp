@@ -13,6 +13,7 @@
 #include <coroutine>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -55,6 +56,10 @@ class EventLoop {
     // task waits on timers only (no I/O, no thread work in flight). For tests.
     bool virtual_time = false;
     double slow_callback_duration = 0.1;  // seconds; debug mode warns above it
+    // The compiled-in backend's settings, e.g. IoUringBackend::Options (sqpoll,
+    // batch_wait_us, ...); empty for backends that have none. Unset: the backend's defaults
+    // as the environment adjusts them (CORIO_IO_URING).
+    std::optional<SelectedBackend::Options> backend;
   };
   using ExceptionHandler = absl::AnyInvocable<void(EventLoop&, const ExceptionContext&)>;
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "corio/coro.hpp"
@@ -23,6 +24,8 @@ class Runner {
     // Virtual time (see EventLoop::Options); also turned on by CORIO_VIRTUAL_TIME=1, so
     // programs that sleep for seconds can be tested in milliseconds.
     bool virtual_time = false;
+    // The backend's settings for the loop (see EventLoop::Options::backend).
+    std::optional<SelectedBackend::Options> backend;
   };
 
   Runner() : Runner(Options{}) {}

@@ -18,10 +18,15 @@
 namespace corio::core {
 
 template <class B>
-concept Backend = requires(B& backend, const B& const_backend, Operation& op, NativeHandle handle,
-                           Nanos timeout) {
+concept Backend = std::constructible_from<B, typename B::Options> &&
+    requires(B& backend, const B& const_backend, Operation& op, NativeHandle handle,
+             Nanos timeout) {
   // A short name for messages ("epoll", "io_uring", ...).
   { B::kName } -> std::convertible_to<std::string_view>;
+  // The backend's own settings (an empty struct where it has none), so a loop can be built
+  // with them (EventLoop::Options::backend); default_options() are the defaults as the
+  // environment adjusts them.
+  { B::default_options() } -> std::same_as<typename B::Options>;
   // Starts op. true: it completed inline (result set, on_complete will not be called).
   // false: it is in flight and on_complete will be called exactly once later.
   { backend.start(op) } -> std::same_as<bool>;

@@ -21,7 +21,11 @@ class EpollBackend {
  public:
   static constexpr std::string_view kName = "epoll";
 
+  struct Options {};  // nothing to choose
+  static Options default_options() { return {}; }
+
   EpollBackend();
+  explicit EpollBackend(Options) : EpollBackend() {}
   ~EpollBackend();
   EpollBackend(const EpollBackend&) = delete;
   EpollBackend& operator=(const EpollBackend&) = delete;

@@ -77,7 +77,7 @@ class IoUringBackend {
     // IORING_SETUP_SQPOLL: a kernel thread polls the submission queue, so submitting needs
     // no syscall; it spins for sqpoll_idle_ms after the last submission and so burns a
     // core while the loop is busy (a loss on a 2-core machine). Off unless built with
-    // -DCORIO_IO_URING_SQPOLL=ON.
+    // -DCORIO_IO_URING_SQPOLL=ON or asked for in a loop's options (EventLoop::Options::backend).
     bool sqpoll = CORIO_IO_URING_SQPOLL_DEFAULT != 0;
     unsigned sqpoll_idle_ms = 100;
     // Sends marked lazy_completion (a stream transport's) go with MSG_DONTWAIT, so each

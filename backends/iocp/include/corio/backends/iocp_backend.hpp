@@ -33,8 +33,12 @@ class IocpBackend {
  public:
   static constexpr std::string_view kName = "iocp";
 
+  struct Options {};  // nothing to choose
+  static Options default_options() { return {}; }
+
   // Throws OSError when the completion port cannot be created.
   IocpBackend();
+  explicit IocpBackend(Options) : IocpBackend() {}
   ~IocpBackend();
   IocpBackend(const IocpBackend&) = delete;
   IocpBackend& operator=(const IocpBackend&) = delete;
