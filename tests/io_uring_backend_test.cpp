@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -1015,11 +1016,18 @@ TEST(IoUringBackend, ALoopAndARunnerAreBuiltWithTheBackendOptionsTheyAreGiven) {
   runner_options.backend = chosen;
   Runner runner(runner_options);
   expect_built_with_chosen(runner.get_loop().backend());
-  // By default a loop takes the defaults as the environment adjusts them.
+  // Without backend options a loop takes the defaults as the environment adjusts them.
+  const char* saved = std::getenv("CORIO_IO_URING");
+  const std::string previous = saved != nullptr ? saved : "";
+  ASSERT_EQ(::setenv("CORIO_IO_URING", "multishot_recv=0,lazy_completions=0", 1), 0);
   EventLoop plain;
-  EXPECT_EQ(plain.backend().multishot_recv(),
-            IoUringBackend(IoUringBackend::default_options()).multishot_recv());
+  EXPECT_FALSE(plain.backend().multishot_recv());
+  EXPECT_FALSE(plain.backend().lazy_completions());
   plain.close();
+  if (saved != nullptr)
+    ::setenv("CORIO_IO_URING", previous.c_str(), 1);
+  else
+    ::unsetenv("CORIO_IO_URING");
 }
 
 // --- lazy completions (a stream's sends) -------------------------------------------------
@@ -1090,12 +1098,16 @@ TEST(IoUringBackend, ALazySendOwnersStoppedWaitingForEndsTheWait) {
 // wait is bounded here only to turn a hang into a failure: it should return at once.
 constexpr Nanos kStallBound = 30'000 * kMs;
 
-Nanos timed_wait(IoUringBackend& backend) {
-  const auto start = std::chrono::steady_clock::now();
-  backend.wait(kStallBound);
+Nanos elapsed_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
                                                               start)
       .count();
+}
+
+Nanos timed_wait(IoUringBackend& backend) {
+  const auto start = std::chrono::steady_clock::now();
+  backend.wait(kStallBound);
+  return elapsed_since(start);
 }
 
 // `fd`'s peer is gone: a lazy send fails with EPIPE, and the wait ends at once.
@@ -1296,12 +1308,6 @@ IoUringBackend::Options batched(unsigned wait_us, unsigned min_ops) {
   options.batch_wait_us = wait_us;
   options.batch_min_ops = min_ops;
   return options;
-}
-
-Nanos elapsed_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                              start)
-      .count();
 }
 
 TEST(IoUringBackend, ABatchedWaitGathersCompletionsThatComeCloseTogether) {

@@ -84,6 +84,14 @@ std::uint32_t token_generation(std::uint64_t token) {
   return static_cast<std::uint32_t>(token >> 32);
 }
 
+// A wait's timeout as the kernel takes it.
+__kernel_timespec kernel_timespec(core::Nanos timeout) {
+  __kernel_timespec ts{};
+  ts.tv_sec = timeout / core::kNanosPerSecond;
+  ts.tv_nsec = timeout % core::kNanosPerSecond;
+  return ts;
+}
+
 // Larger reads and writes come back short, as read(2) does for MAX_RW_COUNT.
 constexpr std::size_t kMaxIo = 0x7ffff000;
 
@@ -374,6 +382,8 @@ IoUringBackend::IoUringBackend(Options options) : options_(options) {
   while (buffers < options_.recv_buffers && buffers < 32768) buffers <<= 1;
   options_.recv_buffers = buffers;
   options_.recv_buffer_size = std::max(options_.recv_buffer_size, 64u);
+  // A batch of one is a plain wait.
+  options_.batch_min_ops = std::max(options_.batch_min_ops, 2u);
   // Blocking on purpose: io_uring poll-arms a read on it (eventfd supports NOWAIT), whereas a
   // non-blocking eventfd may be answered -EAGAIN by older kernels instead of waiting.
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
@@ -849,9 +859,7 @@ void IoUringBackend::enter(core::Nanos timeout) {
     } else if (timeout >= core::kNoDeadline) {
       r = io_uring_submit_and_wait(ring_, 1);
     } else {
-      __kernel_timespec ts{};
-      ts.tv_sec = timeout / core::kNanosPerSecond;
-      ts.tv_nsec = timeout % core::kNanosPerSecond;
+      __kernel_timespec ts = kernel_timespec(timeout);
       io_uring_cqe* cqe = nullptr;
       r = io_uring_submit_and_wait_timeout(ring_, &cqe, 1, &ts, nullptr);
     }
@@ -919,9 +927,7 @@ unsigned IoUringBackend::lazy_still_queued() const noexcept {
 int IoUringBackend::submit_and_wait_past_lazy(unsigned lazy, core::Nanos timeout) {
   ++stats_.lazy_waits;
   if (timeout >= core::kNoDeadline) return io_uring_submit_and_wait(ring_, 1 + lazy);
-  __kernel_timespec ts{};
-  ts.tv_sec = timeout / core::kNanosPerSecond;
-  ts.tv_nsec = timeout % core::kNanosPerSecond;
+  __kernel_timespec ts = kernel_timespec(timeout);
   io_uring_cqe* cqe = nullptr;
   return io_uring_submit_and_wait_timeout(ring_, &cqe, 1 + lazy, &ts, nullptr);
 }
@@ -934,7 +940,7 @@ unsigned IoUringBackend::batch_to_wait_for(unsigned lazy, core::Nanos timeout) c
   // The kernel waits out the batch time even past the timeout: a sooner timer waits plainly.
   if (timeout < core::Nanos{options_.batch_wait_us} * 1000) return 0;
   const std::size_t waiting = in_flight_ > lazy ? in_flight_ - lazy : 0;
-  if (waiting < std::max(options_.batch_min_ops, 2u)) return 0;
+  if (waiting < options_.batch_min_ops) return 0;
   // The completion queue can hold no more than its size at once.
   const std::size_t room = ring_->cq.ring_entries > lazy ? ring_->cq.ring_entries - lazy : 1;
   return static_cast<unsigned>(std::min(waiting, room));
@@ -954,19 +960,14 @@ int IoUringBackend::submit_and_wait_batch(unsigned wait_nr, core::Nanos timeout)
     io_uring_smp_store_release(sq.ktail, tail);
   }
   const unsigned to_submit = tail - io_uring_smp_load_acquire(sq.khead);
-  __kernel_timespec ts{};
+  __kernel_timespec ts = kernel_timespec(timeout);
   io_uring_getevents_arg arg{};
   arg.sigmask_sz = _NSIG / 8;
   arg.pad = options_.batch_wait_us;
-  if (timeout < core::kNoDeadline) {
-    ts.tv_sec = timeout / core::kNanosPerSecond;
-    ts.tv_nsec = timeout % core::kNanosPerSecond;
-    arg.ts = reinterpret_cast<std::uint64_t>(&ts);
-  }
-  const int r = io_uring_enter2(ring_->ring_fd, to_submit, wait_nr,
-                                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-                                reinterpret_cast<sigset_t*>(&arg), sizeof arg);
-  return r;
+  if (timeout < core::kNoDeadline) arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+  return io_uring_enter2(ring_->ring_fd, to_submit, wait_nr,
+                         IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                         reinterpret_cast<sigset_t*>(&arg), sizeof arg);
 }
 
 void IoUringBackend::harvest() {
