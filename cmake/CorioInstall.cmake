@@ -4,7 +4,11 @@ include(CMakePackageConfigHelpers)
 install(TARGETS corio corio_core corio_backend EXPORT corioTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY core/include/ runtime/include/ backends/${CORIO_BACKEND_DIR}/include/
+# A backend built from shared parts (backends/posix) names all its header folders.
+if(NOT CORIO_BACKEND_INCLUDE_DIRS)
+  set(CORIO_BACKEND_INCLUDE_DIRS backends/${CORIO_BACKEND_DIR}/include/)
+endif()
+install(DIRECTORY core/include/ runtime/include/ ${CORIO_BACKEND_INCLUDE_DIRS}
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/generated/corio/config.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/corio)

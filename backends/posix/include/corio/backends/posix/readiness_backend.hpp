@@ -1,0 +1,298 @@
+// What the POSIX readiness backends (epoll, kqueue) share, so each of them is only its way of
+// watching descriptors and waiting. An operation is attempted at once; on EAGAIN it joins its
+// descriptor's FIFO for that direction, and the FIFO is retried, in order, when the backend
+// reports an edge for that direction. Per-descriptor state lives in a vector indexed by fd, so
+// finding it costs no hashing.
+//
+// A backend derives from ReadinessBackend<Itself> (no virtual call: the base reaches it
+// through a static cast) and supplies
+//   void watch(int fd, HandleState& state, bool reader);   // throws corio::OSError if fd
+//                                                         // cannot be watched at all
+//   void unwatch(int fd, HandleState& state);             // fd is about to be closed
+// and calls on_edge() for what its wait reported. This code must never call into the runtime:
+// it only moves Operations and calls on_complete.
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "corio/core/errors.hpp"
+#include "corio/core/operation.hpp"
+
+namespace corio::backends::posix {
+
+// One attempt at op's syscall on a non-blocking descriptor; -EAGAIN when it would block.
+std::int64_t attempt(core::Operation& op);
+// Is fd readable (reader) or writable right now? Hang-ups and errors count: an operation
+// would not block.
+bool ready_now(int fd, bool reader);
+bool is_stream_socket(int fd);
+void close_descriptor(int fd);
+
+constexpr bool is_reader(core::OpCode code) {
+  using core::OpCode;
+  switch (code) {
+    case OpCode::wait_readable:
+    case OpCode::accept:
+    case OpCode::recv:
+    case OpCode::recv_stream:
+    case OpCode::recv_from:
+    case OpCode::recv_msg:
+    case OpCode::read_at:
+      return true;
+    default:
+      return false;
+  }
+}
+
+constexpr bool is_stream_recv(core::OpCode code) {
+  return code == core::OpCode::recv || code == core::OpCode::recv_stream;
+}
+
+constexpr bool is_wait(core::OpCode code) {
+  return code == core::OpCode::wait_readable || code == core::OpCode::wait_writable;
+}
+
+struct OpQueue {
+  core::Operation* head = nullptr;
+  core::Operation* tail = nullptr;
+  bool empty() const { return head == nullptr; }
+};
+
+struct HandleState {
+  OpQueue readers;
+  OpQueue writers;
+  // Which directions the backend has asked the kernel to report (its own bit meanings).
+  std::uint8_t watched = 0;
+  bool readable = false;  // set by an edge, cleared by EAGAIN
+  bool writable = false;
+  // A short recv on a stream socket emptied its receive queue (as libuv also assumes), so
+  // the next recv waits for an edge instead of paying for a recv that says EAGAIN. Cleared
+  // by the next readable edge. Never set once the peer hung up: an end of file still to be
+  // read is no data, so a short read does not show it, and it raises no new edge.
+  bool drained = false;
+  bool hung_up = false;  // the kernel reported a hang-up or an error
+  enum class Kind : std::uint8_t { unknown, stream_socket, other } kind = Kind::unknown;
+};
+
+template <class Backend>
+class ReadinessBackend {
+ public:
+  static constexpr bool kNativeFileIo = false;  // a file is always "ready"; its read blocks
+
+  bool start(core::Operation& op);
+  void cancel(core::Operation& op);
+  std::size_t in_flight() const { return in_flight_; }
+  void close(core::NativeHandle handle);
+
+ protected:
+  ReadinessBackend() = default;
+  ~ReadinessBackend() = default;
+
+  HandleState& state_for(int fd);
+  // The kernel reported fd readable (or at end of file: hung_up) or writable: retry the
+  // operations waiting in that direction.
+  void on_edge(int fd, bool reader, bool hung_up);
+  // The kernel refused to watch fd in this direction: the operations waiting for it end
+  // with that error instead of waiting forever.
+  void fail_waiting(int fd, bool reader, int error);
+
+ private:
+  Backend& backend() { return static_cast<Backend&>(*this); }
+  void enqueue(OpQueue& queue, core::Operation& op);
+  void unlink(OpQueue& queue, core::Operation& op);
+  void forget(int fd);
+  void note_recv(int fd, HandleState& state, const core::Operation& op, std::int64_t result);
+  void drain(int fd, OpQueue& queue, bool& ready);
+  void finish(core::Operation& op, std::int64_t result);
+
+  std::size_t in_flight_ = 0;
+  std::vector<HandleState> fds_;
+};
+
+template <class Backend>
+HandleState& ReadinessBackend<Backend>::state_for(int fd) {
+  if (static_cast<std::size_t>(fd) >= fds_.size())
+    fds_.resize(static_cast<std::size_t>(fd) * 2 + 16);
+  return fds_[static_cast<std::size_t>(fd)];
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::enqueue(OpQueue& queue, core::Operation& op) {
+  op.next = nullptr;
+  op.prev = queue.tail;
+  (queue.tail ? queue.tail->next : queue.head) = &op;
+  queue.tail = &op;
+  op.state = core::OpState::submitted;
+  ++in_flight_;
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::unlink(OpQueue& queue, core::Operation& op) {
+  (op.prev ? op.prev->next : queue.head) = op.next;
+  (op.next ? op.next->prev : queue.tail) = op.prev;
+  op.next = op.prev = nullptr;
+  --in_flight_;
+}
+
+// An accepted descriptor is new: whatever we knew about an older file with that number
+// (closed behind our back) no longer applies.
+template <class Backend>
+void ReadinessBackend<Backend>::forget(int fd) {
+  if (static_cast<std::size_t>(fd) < fds_.size()) fds_[static_cast<std::size_t>(fd)] = {};
+}
+
+// Remembers that a recv on a stream socket came back short: the kernel copies all it has
+// (tcp and unix stream sockets, non-blocking, no signal can cut it short), so the queue was
+// empty at that moment and any byte arriving later raises an edge. Datagram sockets return
+// one datagram per call, so a short read says nothing about what is queued: never for them.
+template <class Backend>
+void ReadinessBackend<Backend>::note_recv(int fd, HandleState& state, const core::Operation& op,
+                                          std::int64_t result) {
+  const bool stream_op = op.code == core::OpCode::recv_stream;
+  if (!(stream_op || (op.code == core::OpCode::recv && op.flags == 0)) || result <= 0 ||
+      state.hung_up || static_cast<std::size_t>(result) >= op.length)
+    return;
+  if (stream_op) {
+    state.kind = HandleState::Kind::stream_socket;  // its owner says so
+  } else if (state.kind == HandleState::Kind::unknown) {
+    state.kind = is_stream_socket(fd) ? HandleState::Kind::stream_socket : HandleState::Kind::other;
+  }
+  if (state.kind != HandleState::Kind::stream_socket) return;
+  // An edge only reaches us once the fd is watched; watching it now makes the kernel report
+  // data that arrived since the read.
+  try {
+    backend().watch(fd, state, /*reader=*/true);
+  } catch (const corio::OSError&) {
+    return;
+  }
+  state.drained = true;
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::finish(core::Operation& op, std::int64_t result) {
+  if (op.code == core::OpCode::accept && result >= 0) forget(static_cast<int>(result));
+  op.result = result;
+  op.state = (result == -ECANCELED && op.state == core::OpState::cancel_requested)
+                 ? core::OpState::cancelled
+                 : core::OpState::completed;
+  op.on_complete(&op);
+}
+
+template <class Backend>
+bool ReadinessBackend<Backend>::start(core::Operation& op) {
+  const int fd = static_cast<int>(op.handle);
+  if (fd < 0) {
+    op.result = -EBADF;
+    op.state = core::OpState::completed;
+    return true;
+  }
+  HandleState& state = state_for(fd);
+  const bool reader = is_reader(op.code);
+  OpQueue& queue = reader ? state.readers : state.writers;
+  bool& ready = reader ? state.readable : state.writable;
+  if (queue.empty()) {
+    if (is_wait(op.code)) {
+      // The flag only says an edge arrived; the owner may have drained the handle with its
+      // own syscalls since (add_reader users do), so check before answering "ready".
+      if (ready) ready = ready_now(fd, reader);
+      if (ready) {
+        op.result = 0;
+        op.state = core::OpState::completed;
+        return true;
+      }
+    } else if (!(state.drained && is_stream_recv(op.code))) {
+      const std::int64_t r = attempt(op);
+      if (r != -EAGAIN) {
+        if (is_stream_recv(op.code)) note_recv(fd, state, op, r);
+        if (op.code == core::OpCode::accept && r >= 0) forget(static_cast<int>(r));
+        op.result = r;
+        op.state = core::OpState::completed;
+        return true;
+      }
+      ready = false;
+    }
+  }
+  try {
+    backend().watch(fd, state, reader);
+  } catch (const corio::OSError& e) {
+    // Not pollable (a regular file, say): answer now rather than wait forever.
+    op.result = -e.error_number();
+    op.state = core::OpState::completed;
+    return true;
+  }
+  enqueue(queue, op);
+  return false;
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::cancel(core::Operation& op) {
+  if (op.state != core::OpState::submitted) return;
+  HandleState& state = state_for(static_cast<int>(op.handle));
+  unlink(is_reader(op.code) ? state.readers : state.writers, op);
+  op.state = core::OpState::cancel_requested;
+  finish(op, -ECANCELED);
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::drain(int fd, OpQueue& queue, bool& ready) {
+  ready = true;
+  while (core::Operation* op = queue.head) {
+    std::int64_t r = 0;
+    if (!is_wait(op->code)) {
+      r = attempt(*op);
+      if (r == -EAGAIN) {
+        ready = false;
+        return;
+      }
+      if (is_stream_recv(op->code)) note_recv(fd, state_for(fd), *op, r);
+    }
+    unlink(queue, *op);
+    finish(*op, r);
+  }
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::on_edge(int fd, bool reader, bool hung_up) {
+  HandleState& state = state_for(fd);
+  if (hung_up) state.hung_up = true;
+  if (reader) {
+    state.drained = false;
+    drain(fd, state.readers, state.readable);
+  } else {
+    drain(fd, state.writers, state.writable);
+  }
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::fail_waiting(int fd, bool reader, int error) {
+  HandleState& state = state_for(fd);
+  OpQueue& queue = reader ? state.readers : state.writers;
+  while (core::Operation* op = queue.head) {
+    unlink(queue, *op);
+    finish(*op, -static_cast<std::int64_t>(error));
+  }
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::close(core::NativeHandle handle) {
+  const int fd = static_cast<int>(handle);
+  if (fd < 0) return;
+  if (static_cast<std::size_t>(fd) < fds_.size()) {
+    HandleState& state = fds_[static_cast<std::size_t>(fd)];
+    for (OpQueue* queue : {&state.readers, &state.writers}) {
+      while (core::Operation* op = queue->head) {
+        unlink(*queue, *op);
+        op->state = core::OpState::cancel_requested;
+        finish(*op, -ECANCELED);
+      }
+    }
+    backend().unwatch(fd, state);
+    state = {};
+  }
+  close_descriptor(fd);
+}
+
+}  // namespace corio::backends::posix

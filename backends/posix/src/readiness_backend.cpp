@@ -1,0 +1,163 @@
+// The syscalls behind ReadinessBackend: one non-blocking attempt per operation. Written to
+// POSIX plus what Linux and the BSDs share; it must never block and never wait.
+#include "corio/backends/posix/readiness_backend.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstddef>
+
+namespace corio::backends::posix {
+
+using core::IoBuffer;
+using core::OpCode;
+using core::Operation;
+using core::OpState;
+
+static_assert(sizeof(IoBuffer) == sizeof(iovec) &&
+              offsetof(IoBuffer, data) == offsetof(iovec, iov_base) &&
+              offsetof(IoBuffer, size) == offsetof(iovec, iov_len));
+
+namespace {
+
+// A peer that went away must surface as EPIPE, never as SIGPIPE. Where send() has no flag for
+// that (macOS), sockets are made with SO_NOSIGPIPE instead.
+#ifdef MSG_NOSIGNAL
+constexpr int kNoSignal = MSG_NOSIGNAL;
+#else
+constexpr int kNoSignal = 0;
+#endif
+
+std::int64_t syscall_result(long r) {
+  return r >= 0 ? r : -static_cast<std::int64_t>(errno);
+}
+
+msghdr make_msghdr(Operation& op) {
+  msghdr msg{};
+  msg.msg_iov = reinterpret_cast<iovec*>(op.buffers);
+  msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(op.buffer_count);
+  if (op.address != nullptr) {
+    msg.msg_name = op.address->storage;
+    msg.msg_namelen =
+        op.code == OpCode::recv_msg ? sizeof(op.address->storage) : op.address->length;
+  }
+  return msg;
+}
+
+long accept_nonblocking(int fd, sockaddr* addr, socklen_t* len) {
+#ifdef SOCK_NONBLOCK
+  return ::accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+  // No accept4 (macOS): the new descriptor is briefly blocking and inheritable, which only
+  // matters to a fork racing this thread.
+  const int s = ::accept(fd, addr, len);
+  if (s >= 0) {
+    ::fcntl(s, F_SETFD, FD_CLOEXEC);
+    ::fcntl(s, F_SETFL, ::fcntl(s, F_GETFL) | O_NONBLOCK);
+  }
+  return s;
+#endif
+}
+
+}  // namespace
+
+std::int64_t attempt(Operation& op) {
+  const int fd = static_cast<int>(op.handle);
+  for (;;) {
+    long r;
+    switch (op.code) {
+      case OpCode::wait_readable:
+      case OpCode::wait_writable:
+        return -EAGAIN;  // answered from readiness, never by a syscall
+      case OpCode::accept: {
+        socklen_t len = sizeof(op.address->storage);
+        sockaddr* addr = op.address ? reinterpret_cast<sockaddr*>(op.address->storage) : nullptr;
+        r = accept_nonblocking(fd, addr, addr ? &len : nullptr);
+        if (r >= 0 && op.address) op.address->length = len;
+        break;
+      }
+      case OpCode::connect: {
+        // The first attempt issues connect(); a retry after writability reads SO_ERROR.
+        if (op.state == OpState::idle) {
+          r = ::connect(fd, reinterpret_cast<const sockaddr*>(op.address->storage),
+                        op.address->length);
+          if (r < 0 && errno == EINPROGRESS) return -EAGAIN;
+        } else {
+          int err = 0;
+          socklen_t len = sizeof(err);
+          if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+          return err == 0 ? 0 : -static_cast<std::int64_t>(err);
+        }
+        break;
+      }
+      case OpCode::recv:
+        r = ::recv(fd, op.buffer, op.length, op.flags);
+        break;
+      case OpCode::recv_stream:
+        r = ::recv(fd, op.buffer, op.length, 0);
+        break;
+      case OpCode::send:
+        r = ::send(fd, op.buffer, op.length, op.flags | kNoSignal);
+        break;
+      case OpCode::recv_from: {
+        socklen_t len = sizeof(op.address->storage);
+        r = ::recvfrom(fd, op.buffer, op.length, op.flags,
+                       reinterpret_cast<sockaddr*>(op.address->storage), &len);
+        if (r >= 0) op.address->length = len;
+        break;
+      }
+      case OpCode::send_to:
+        r = ::sendto(fd, op.buffer, op.length, op.flags | kNoSignal,
+                     reinterpret_cast<const sockaddr*>(op.address->storage), op.address->length);
+        break;
+      case OpCode::recv_msg: {
+        msghdr msg = make_msghdr(op);
+        r = ::recvmsg(fd, &msg, op.flags);
+        if (r >= 0 && op.address) op.address->length = msg.msg_namelen;
+        break;
+      }
+      case OpCode::send_msg: {
+        msghdr msg = make_msghdr(op);
+        r = ::sendmsg(fd, &msg, op.flags | kNoSignal);
+        break;
+      }
+      case OpCode::read_at:
+        // Regular files are always "ready"; pipes and ttys use offset ~0 for read().
+        r = op.offset == ~std::uint64_t{0}
+                ? ::read(fd, op.buffer, op.length)
+                : ::pread(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
+        break;
+      case OpCode::write_at:
+        r = op.offset == ~std::uint64_t{0}
+                ? ::write(fd, op.buffer, op.length)
+                : ::pwrite(fd, op.buffer, op.length, static_cast<off_t>(op.offset));
+        break;
+      default:
+        return -EINVAL;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -EAGAIN;
+    return syscall_result(r);
+  }
+}
+
+bool ready_now(int fd, bool reader) {
+  pollfd p{fd, static_cast<short>(reader ? POLLIN : POLLOUT), 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+bool is_stream_socket(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  return ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
+void close_descriptor(int fd) {
+  ::close(fd);
+}
+
+}  // namespace corio::backends::posix
