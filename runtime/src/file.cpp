@@ -31,9 +31,9 @@ namespace corio {
 
 namespace detail {
 
-// Reads and writes go to the backend everywhere but on epoll, which cannot wait on a
-// regular file (it is always "ready", and the read itself would block the loop).
-inline constexpr bool kNativeFileIo = SelectedBackend::kName != std::string_view("epoll");
+// Reads and writes go to a completion backend; a readiness backend (epoll, kqueue) cannot
+// wait on a regular file, so they go to the thread pool there.
+inline constexpr bool kNativeFileIo = SelectedBackend::kNativeFileIo;
 
 // What a File and its operations share. Loop thread only: workers see the raw handle,
 // which stays valid because nothing closes it while in_flight > 0.

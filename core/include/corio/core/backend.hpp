@@ -23,6 +23,10 @@ concept Backend = std::constructible_from<B, typename B::Options> &&
              Nanos timeout) {
   // A short name for messages ("epoll", "io_uring", ...).
   { B::kName } -> std::convertible_to<std::string_view>;
+  // Whether read_at/write_at on a regular file run without blocking the loop (a completion
+  // backend). A readiness backend cannot wait on a file, which is always "ready" while the
+  // read itself blocks, so the runtime sends file I/O to its thread pool instead.
+  { B::kNativeFileIo } -> std::convertible_to<bool>;
   // The backend's own settings (an empty struct where it has none), so a loop can be built
   // with them (EventLoop::Options::backend); default_options() are the defaults as the
   // environment adjusts them.

@@ -47,6 +47,7 @@ namespace corio::backends {
 class IoUringBackend {
  public:
   static constexpr std::string_view kName = "io_uring";
+  static constexpr bool kNativeFileIo = true;
 
   // How the kernel runs completion work, best first. Construction takes the best one the
   // kernel accepts, starting from Options::best_mode.

@@ -32,6 +32,7 @@ namespace corio::backends {
 class IocpBackend {
  public:
   static constexpr std::string_view kName = "iocp";
+  static constexpr bool kNativeFileIo = true;
 
   struct Options {};  // nothing to choose
   static Options default_options() { return {}; }
