@@ -20,7 +20,8 @@ endif()
 
 set(_corio_available)
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
-  list(APPEND _corio_available epoll)
+  # kqueue on Linux runs on its emulation (backends/kqueue/emulation), for testing only.
+  list(APPEND _corio_available epoll kqueue)
   find_package(PkgConfig QUIET)
   if(PkgConfig_FOUND)
     pkg_check_modules(LIBURING QUIET IMPORTED_TARGET liburing)

@@ -2,7 +2,8 @@
 # Quick start, command 2 (and what .ci/run calls): the whole test suite.
 # Builds and runs the same tests on every backend this machine can run, plus sanitizers:
 #   epoll (RelWithDebInfo), epoll + ASan/UBSan, io_uring, io_uring + ASan/UBSan,
-#   TSan over the cross-thread suites, and the Windows (IOCP) build under wine.
+#   kqueue on its Linux emulation, plain and with ASan/UBSan, TSan over the cross-thread
+#   suites, and the Windows (IOCP) build under wine.
 # Ends with one line "N passed, M failed" counting ctest's tests over every configuration.
 # CORIO_TEST_CONFIGS="epoll asan ..." limits the run to some configurations.
 set -uo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh || { echo "could not install dependencies"; exit 1; }
 
 jobs=$(nproc)
-configs=${CORIO_TEST_CONFIGS:-"epoll asan io_uring io_uring-asan tsan windows"}
+configs=${CORIO_TEST_CONFIGS:-"epoll asan io_uring io_uring-asan kqueue kqueue-asan tsan windows"}
 total_passed=0
 total_failed=0
 failed_configs=()
@@ -54,6 +55,9 @@ for config in $configs; do
     io_uring-asan)
       [ -d backends/io_uring ] || continue
       run_config io_uring-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=io_uring -DCORIO_SANITIZE=address,undefined ;;
+    kqueue) run_config kqueue -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=kqueue ;;
+    kqueue-asan)
+      run_config kqueue-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=kqueue -DCORIO_SANITIZE=address,undefined ;;
     tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=thread -DCORIO_BUILD_EXAMPLES=ON ;;
     windows)
       [ -x scripts/test-windows.sh ] && [ -d backends/iocp ] || { echo "=== [windows] not present, skipped"; continue; }
