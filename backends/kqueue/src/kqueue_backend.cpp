@@ -24,6 +24,13 @@ constexpr std::size_t kMaxEvents = 256;
 constexpr uintptr_t kWakeIdent = 0;  // EVFILT_USER has its own ident space: no fd clashes
 constexpr std::uint8_t kWatchRead = 1;
 constexpr std::uint8_t kWatchWrite = 2;
+// macOS rejects a timeout of 10^8 s or more (EINVAL, before it applies any change); a timer
+// that far off is waited for in slices, since the loop works its timeout out again anyway.
+constexpr time_t kLongestWaitSeconds = 10'000'000;
+
+std::uint8_t watch_bit(bool reader) {
+  return reader ? kWatchRead : kWatchWrite;
+}
 
 }  // namespace
 
@@ -57,7 +64,7 @@ KqueueBackend::~KqueueBackend() {
 // Registering costs no syscall here: the change rides on the next wait. If the kernel then
 // refuses it, wait() fails the operations waiting in that direction with its error.
 void KqueueBackend::watch(int fd, posix::HandleState& state, bool reader) {
-  const std::uint8_t bit = reader ? kWatchRead : kWatchWrite;
+  const std::uint8_t bit = watch_bit(reader);
   if (state.watched & bit) return;
   struct kevent change;
   EV_SET(&change, static_cast<uintptr_t>(fd), reader ? EVFILT_READ : EVFILT_WRITE,
@@ -86,17 +93,25 @@ std::size_t KqueueBackend::wait(core::Nanos timeout) {
   } else if (timeout > 0) {
     ts.tv_sec = static_cast<time_t>(timeout / core::kNanosPerSecond);
     ts.tv_nsec = static_cast<long>(timeout % core::kNanosPerSecond);
+    if (ts.tv_sec >= kLongestWaitSeconds) ts = {kLongestWaitSeconds, 0};
   }
   const int n = ::kevent(kq_, changes.data(), static_cast<int>(changes.size()), events.data(),
                          static_cast<int>(events.size()), wait_for);
   // The changes were applied before the kernel waited, even when the wait was interrupted.
   // Those made while dispatching below go to the next wait.
   const int error = errno;
-  changes.clear();
-  if (n < 0) {
-    if (error == EINTR) return 0;
+  if (n < 0 && error != EINTR) {
+    // Nothing says which changes the kernel took: forget them all, so the next operation to
+    // wait in each of those directions registers again rather than waiting unregistered.
+    for (const struct kevent& change : changes) {
+      posix::HandleState& state = state_for(static_cast<int>(change.ident));
+      state.watched &= static_cast<std::uint8_t>(~watch_bit(change.filter == EVFILT_READ));
+    }
+    changes.clear();
     throw_os_error(error, "kevent");
   }
+  changes.clear();
+  if (n < 0) return 0;  // EINTR
   const std::size_t before = in_flight();
   for (int i = 0; i < n; ++i) {
     const struct kevent& event = events[static_cast<std::size_t>(i)];
@@ -107,8 +122,15 @@ std::size_t KqueueBackend::wait(core::Nanos timeout) {
       if (event.data == 0) continue;
       // Not registered after all: the next operation to wait this way registers again.
       posix::HandleState& state = state_for(fd);
-      state.watched &= static_cast<std::uint8_t>(~(reader ? kWatchRead : kWatchWrite));
-      fail_waiting(fd, reader, static_cast<int>(event.data));
+      state.watched &= static_cast<std::uint8_t>(~watch_bit(reader));
+      if (!reader && event.data == EPIPE) {
+        // FreeBSD refuses a write filter on a pipe whose reader is gone. epoll calls that
+        // writable (a write would not block: it fails), and so does asyncio's add_writer:
+        // the operations retry, and a write gets its EPIPE from the write itself.
+        on_edge(fd, /*reader=*/false, /*hung_up=*/true);
+      } else {
+        fail_waiting(fd, reader, static_cast<int>(event.data));
+      }
       continue;
     }
     on_edge(fd, reader, (event.flags & EV_EOF) != 0);

@@ -25,11 +25,14 @@ static_assert(sizeof(IoBuffer) == sizeof(iovec) &&
 namespace {
 
 // A peer that went away must surface as EPIPE, never as SIGPIPE. Where send() has no flag for
-// that (macOS), sockets are made with SO_NOSIGPIPE instead.
+// that (macOS), the socket itself must carry SO_NOSIGPIPE: accepted sockets get it below;
+// corio's own socket creation does not yet (it has not been built on macOS).
 #ifdef MSG_NOSIGNAL
 constexpr int kNoSignal = MSG_NOSIGNAL;
-#else
+#elif defined(SO_NOSIGPIPE)
 constexpr int kNoSignal = 0;
+#else
+#error "neither MSG_NOSIGNAL nor SO_NOSIGPIPE: a closed peer would kill the process"
 #endif
 
 std::int64_t syscall_result(long r) {
@@ -58,6 +61,10 @@ long accept_nonblocking(int fd, sockaddr* addr, socklen_t* len) {
   if (s >= 0) {
     ::fcntl(s, F_SETFD, FD_CLOEXEC);
     ::fcntl(s, F_SETFL, ::fcntl(s, F_GETFL) | O_NONBLOCK);
+#if !defined(MSG_NOSIGNAL)
+    const int on = 1;
+    ::setsockopt(s, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+#endif
   }
   return s;
 #endif
