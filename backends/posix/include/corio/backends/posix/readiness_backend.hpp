@@ -138,10 +138,15 @@ void ReadinessBackend<Backend>::unlink(OpQueue& queue, core::Operation& op) {
 }
 
 // An accepted descriptor is new: whatever we knew about an older file with that number
-// (closed behind our back) no longer applies.
+// (closed behind our back) no longer applies. Operations still waiting on that old file end
+// with EBADF: dropped while still linked, they would never complete, and cancelling one
+// would unlink it from the new file's queue.
 template <class Backend>
 void ReadinessBackend<Backend>::forget(int fd) {
-  if (static_cast<std::size_t>(fd) < fds_.size()) fds_[static_cast<std::size_t>(fd)] = {};
+  if (static_cast<std::size_t>(fd) >= fds_.size()) return;
+  fail_waiting(fd, /*reader=*/true, EBADF);
+  fail_waiting(fd, /*reader=*/false, EBADF);
+  fds_[static_cast<std::size_t>(fd)] = {};
 }
 
 // Remembers that a recv on a stream socket came back short: the kernel copies all it has
