@@ -50,3 +50,10 @@ endif()
 
 set(CORIO_BACKEND_DIR "${CORIO_BACKEND}")
 message(STATUS "corio backend: ${CORIO_BACKEND}")
+
+if(CORIO_BACKEND STREQUAL "kqueue" AND CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  # The emulated kqueue build stands in for the BSDs, so it also skips Linux's shortcuts
+  # (flags at creation, pidfd, SO_DOMAIN) and runs the paths FreeBSD and macOS take
+  # (core/include/corio/core/posix_fd.hpp).
+  add_compile_definitions(CORIO_PORTABLE_POSIX=1)
+endif()

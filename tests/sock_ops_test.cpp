@@ -394,6 +394,35 @@ TEST(SockOps, ClosingFromAnotherThreadGoesThroughTheLoop) {
   }());
 }
 
+#ifndef _WIN32
+// However a socket is made (flags set by the creating call on Linux, by fcntl after it in the
+// portable build that stands in for macOS), it ends up non-blocking and close-on-exec, and
+// knows its family and kind (SO_DOMAIN, or the local address where there is none).
+TEST(SockOps, EverySocketIsNonBlockingCloseOnExecAndKnowsItsFamily) {
+  run([]() -> Coro<void> {
+    Socket l = listener(AddressFamily::ipv4);
+    Socket client = Socket::create(AddressFamily::ipv4);
+    co_await sock_connect(client, l.getsockname());
+    auto [conn, peer] = co_await sock_accept(l);
+    auto [a, b] = Socket::pair();
+    Socket udp = Socket::create(AddressFamily::ipv4, SocketKind::datagram);
+    // A blocking, inheritable socket made behind corio's back, as a user might hand over.
+    Socket adopted = Socket::adopt(::socket(AF_UNIX, SOCK_DGRAM, 0));
+    for (const Socket* s : {&l, &client, &conn, &a, &b, &udp, &adopted}) {
+      EXPECT_TRUE(testing::os::is_nonblocking(s->fileno())) << s->fileno();
+      EXPECT_TRUE(testing::os::is_cloexec(s->fileno())) << s->fileno();
+    }
+    EXPECT_EQ(conn.family(), AddressFamily::ipv4);
+    EXPECT_EQ(conn.kind(), SocketKind::stream);
+    EXPECT_EQ(a.family(), AddressFamily::unix_domain);  // unbound
+    EXPECT_EQ(udp.family(), AddressFamily::ipv4);       // unbound
+    EXPECT_EQ(udp.kind(), SocketKind::datagram);
+    EXPECT_EQ(adopted.family(), AddressFamily::unix_domain);
+    EXPECT_EQ(adopted.kind(), SocketKind::datagram);
+  }());
+}
+#endif
+
 TEST(SockOps, AddressHelpers) {
   EXPECT_EQ(format_address(ipv4_address("10.1.2.3", 80)), "10.1.2.3:80");
   EXPECT_EQ(format_address(ipv6_address("::1", 443)), "[::1]:443");

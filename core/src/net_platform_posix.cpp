@@ -21,6 +21,7 @@
 
 #include "corio/core/errors.hpp"
 #include "corio/core/net_platform.hpp"
+#include "corio/core/posix_fd.hpp"
 
 namespace corio::core::net {
 
@@ -126,13 +127,6 @@ NativeOption native_option(SocketOption option) {
   throw ValueError("unknown socket option");
 }
 
-void set_flags(int fd) {
-  const int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) fail("fcntl(O_NONBLOCK)");
-  const int fd_flags = ::fcntl(fd, F_GETFD);
-  if (fd_flags < 0 || ::fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) < 0) fail("fcntl(FD_CLOEXEC)");
-}
-
 SocketAddress address_of(const sockaddr* sa, socklen_t length) {
   SocketAddress address;
   if (length > sizeof(address.storage)) length = sizeof(address.storage);
@@ -183,21 +177,19 @@ const std::error_category& gai_category() {
 }  // namespace
 
 NativeHandle open_socket(AddressFamily family, SocketKind kind, int protocol) {
-  const int fd =
-      ::socket(to_native(family), to_native(kind) | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+  const int fd = posix::make_socket(to_native(family), to_native(kind), protocol);
   if (fd < 0) fail("socket");
   return fd;
 }
 
 std::pair<NativeHandle, NativeHandle> open_socket_pair(SocketKind kind) {
   int fds[2];
-  if (::socketpair(AF_UNIX, to_native(kind) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
-    fail("socketpair");
+  if (posix::make_socket_pair(AF_UNIX, to_native(kind), true, fds) < 0) fail("socketpair");
   return {fds[0], fds[1]};
 }
 
 void prepare_handle(NativeHandle handle) {
-  set_flags(fd_of(handle));
+  if (posix::adopt(fd_of(handle)) < 0) fail("fcntl");
 }
 
 void close_handle(NativeHandle handle) noexcept {
@@ -264,11 +256,19 @@ SocketAddress peer_address(NativeHandle handle) {
 }
 
 AddressFamily socket_family(NativeHandle handle) {
+#if defined(SO_DOMAIN) && !defined(CORIO_PORTABLE_POSIX)
   int domain = 0;
   socklen_t len = sizeof domain;
   if (::getsockopt(fd_of(handle), SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
     fail("getsockopt(SO_DOMAIN)");
   return from_native_family(domain);
+#else
+  // No SO_DOMAIN (macOS): the local address carries the family, bound or not.
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd_of(handle), reinterpret_cast<sockaddr*>(&ss), &len) < 0) fail("getsockname");
+  return from_native_family(ss.ss_family);
+#endif
 }
 
 SocketKind socket_kind(NativeHandle handle) {

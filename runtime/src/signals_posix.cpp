@@ -13,8 +13,15 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#else
+#include <pthread.h>
+#ifdef __FreeBSD__
+#include <pthread_np.h>
+#endif
+#endif
 
 #include <atomic>
 #include <cerrno>
@@ -28,6 +35,7 @@
 
 #include "corio/core/errors.hpp"
 #include "corio/core/operation.hpp"
+#include "corio/core/posix_fd.hpp"
 #include "corio/signals.hpp"
 
 namespace corio {
@@ -93,7 +101,7 @@ class SignalHub : public std::enable_shared_from_this<SignalHub> {
  public:
   explicit SignalHub(EventLoop& loop) : loop_(loop) {
     int fds[2];
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) throw_os_error(errno, "pipe2");
+    if (core::posix::make_pipe(true, fds) < 0) throw_os_error(errno, "pipe");
     read_fd_ = fds[0];
     write_fd_ = fds[1];
     sink_.write_fd = write_fd_;
@@ -340,7 +348,11 @@ std::shared_ptr<SignalHub> hub_for(EventLoop& loop) {
 }
 
 bool on_main_thread() {
+#ifdef __linux__
   return ::syscall(SYS_gettid) == ::getpid();
+#else
+  return ::pthread_main_np() == 1;  // FreeBSD, macOS
+#endif
 }
 
 }  // namespace

@@ -10,10 +10,11 @@
 //    SIGPIPE at start-up; a library must not). send() takes MSG_NOSIGNAL, which every
 //    backend passes, so a child that exits without reading is only a BrokenPipeError. libuv
 //    does the same. The one visible difference: the child cannot open /dev/stdin.
-//  * Reaping: a pidfd watched with a wait_readable op (Linux 5.3+), else one thread per child
-//    blocked in waitpid (asyncio's ThreadedChildWatcher: SIGCHLD is process-wide and one loop
-//    at a time may own a signal, so a SIGCHLD watcher would break with loops on two
-//    threads). A child whose loop closes first is handed to a waiting thread: never a zombie.
+//  * Reaping: a pidfd watched with a wait_readable op (Linux 5.3+), else (older kernels, the
+//    BSDs, macOS) one thread per child blocked in waitpid (asyncio's ThreadedChildWatcher:
+//    SIGCHLD is process-wide and one loop at a time may own a signal, so a SIGCHLD watcher
+//    would break with loops on two threads). A child whose loop closes first is handed to a
+//    waiting thread: never a zombie.
 // Nothing here may block the loop (waitpid is only called with WNOHANG on the loop thread),
 // and no operation's buffer may move while the operation is in flight.
 #ifndef _WIN32
@@ -22,7 +23,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,9 +32,19 @@
 #include <thread>
 
 #include "corio/core/errors.hpp"
+#include "corio/core/posix_fd.hpp"
 #include "subprocess_common.hpp"
 
 extern char** environ;
+
+// pidfd: Linux only. Elsewhere, and in the portable build (CORIO_PORTABLE_POSIX, see
+// core/posix_fd.hpp), every child is watched by a thread.
+#if defined(__linux__) && !defined(CORIO_PORTABLE_POSIX)
+#define CORIO_HAVE_PIDFD 1
+#include <sys/syscall.h>
+#else
+#define CORIO_HAVE_PIDFD 0
+#endif
 
 namespace corio {
 namespace detail {
@@ -130,12 +140,16 @@ class PosixProcess final : public ProcessState {
   void send_signal(int sig) override {
     if (returncode()) throw ProcessLookupError(ESRCH, "the process has already exited");
     long r = -1;
+#if CORIO_HAVE_PIDFD
     if (pidfd_ != core::kInvalidHandle) {
       r = ::syscall(SYS_pidfd_send_signal, static_cast<int>(pidfd_), sig, nullptr, 0);
       if (r < 0 && errno == ENOSYS) r = ::kill(pid(), sig);
     } else {
       r = ::kill(pid(), sig);
     }
+#else
+    r = ::kill(pid(), sig);  // not reaped yet (returncode() is unset), so the pid is still ours
+#endif
     // ESRCH before we reaped it: it is exiting right now, which is what was asked for.
     if (r < 0 && errno != ESRCH) throw_os_error(errno, "send_signal");
   }
@@ -305,14 +319,14 @@ void plan_stream(int target, const subprocess::Redirect& how, posix_spawn_file_a
       OwnedFd child;
       if (target == 0) {
         // stdin: a socket pair (see the top of this file), one-way like a pipe.
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+        if (core::posix::make_socket_pair(AF_UNIX, SOCK_STREAM, false, fds) < 0)
           throw_os_error(errno, "socketpair");
         parent_end = above_stdio(fds[0]);
         child = above_stdio(fds[1]);
         ::shutdown(parent_end.get(), SHUT_RD);
         ::shutdown(child.get(), SHUT_WR);
       } else {
-        if (::pipe2(fds, O_CLOEXEC) < 0) throw_os_error(errno, "pipe2");
+        if (core::posix::make_pipe(false, fds) < 0) throw_os_error(errno, "pipe");
         parent_end = above_stdio(fds[0]);
         child = above_stdio(fds[1]);
       }
@@ -384,6 +398,7 @@ Process spawn(const std::vector<std::string>& argv, const SubprocessOptions& opt
   keep.clear();  // the child has its copies; ours must go so it sees EOF / EPIPE
 
   int pidfd = -1;
+#if CORIO_HAVE_PIDFD
   if (detail::g_pidfd_enabled.load()) {
     pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd >= 0) {
@@ -393,6 +408,7 @@ Process spawn(const std::vector<std::string>& argv, const SubprocessOptions& opt
       detail::g_pidfd_enabled.store(false);  // an old kernel: don't ask again
     }
   }
+#endif
   auto process = std::make_shared<detail::PosixProcess>(loop, resources, pid, pidfd);
   process->start_watch();
   return detail::make_process(loop, resources, std::move(process), parent.in.release(),

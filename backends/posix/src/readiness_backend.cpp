@@ -11,6 +11,8 @@
 
 #include <cstddef>
 
+#include "corio/core/posix_fd.hpp"
+
 namespace corio::backends::posix {
 
 using core::IoBuffer;
@@ -25,8 +27,8 @@ static_assert(sizeof(IoBuffer) == sizeof(iovec) &&
 namespace {
 
 // A peer that went away must surface as EPIPE, never as SIGPIPE. Where send() has no flag for
-// that (macOS), the socket itself must carry SO_NOSIGPIPE: accepted sockets get it below;
-// corio's own socket creation does not yet (it has not been built on macOS).
+// that (macOS), the socket itself must carry SO_NOSIGPIPE, which every socket corio creates,
+// accepts or adopts gets (core/posix_fd.hpp).
 #ifdef MSG_NOSIGNAL
 constexpr int kNoSignal = MSG_NOSIGNAL;
 #elif defined(SO_NOSIGPIPE)
@@ -51,25 +53,6 @@ msghdr make_msghdr(Operation& op) {
   return msg;
 }
 
-long accept_nonblocking(int fd, sockaddr* addr, socklen_t* len) {
-#ifdef SOCK_NONBLOCK
-  return ::accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-#else
-  // No accept4 (macOS): the new descriptor is briefly blocking and inheritable, which only
-  // matters to a fork racing this thread.
-  const int s = ::accept(fd, addr, len);
-  if (s >= 0) {
-    ::fcntl(s, F_SETFD, FD_CLOEXEC);
-    ::fcntl(s, F_SETFL, ::fcntl(s, F_GETFL) | O_NONBLOCK);
-#if !defined(MSG_NOSIGNAL)
-    const int on = 1;
-    ::setsockopt(s, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
-#endif
-  }
-  return s;
-#endif
-}
-
 }  // namespace
 
 std::int64_t attempt(Operation& op) {
@@ -83,7 +66,7 @@ std::int64_t attempt(Operation& op) {
       case OpCode::accept: {
         socklen_t len = sizeof(op.address->storage);
         sockaddr* addr = op.address ? reinterpret_cast<sockaddr*>(op.address->storage) : nullptr;
-        r = accept_nonblocking(fd, addr, addr ? &len : nullptr);
+        r = core::posix::accept_socket(fd, addr, addr ? &len : nullptr);
         if (r >= 0 && op.address) op.address->length = len;
         break;
       }
