@@ -72,10 +72,18 @@ int finish_pair(int r, int fds[2], bool nonblocking, bool socket) {
 
 }  // namespace
 
+#if !CORIO_POSIX_FLAGS_AT_CREATION
+std::shared_mutex& creation_lock() {
+  static std::shared_mutex lock;
+  return lock;
+}
+#endif
+
 int make_socket(int domain, int type, int protocol) {
 #if CORIO_POSIX_FLAGS_AT_CREATION
   return ::socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
 #else
+  std::shared_lock creating(creation_lock());
   return finish(::socket(domain, type, protocol), true, true);
 #endif
 }
@@ -84,6 +92,7 @@ int make_socket_pair(int domain, int type, bool nonblocking, int fds[2]) {
 #if CORIO_POSIX_FLAGS_AT_CREATION
   return ::socketpair(domain, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0, fds);
 #else
+  std::shared_lock creating(creation_lock());
   return finish_pair(::socketpair(domain, type, 0, fds), fds, nonblocking, true);
 #endif
 }
@@ -92,6 +101,7 @@ int make_pipe(bool nonblocking, int fds[2]) {
 #if CORIO_POSIX_FLAGS_AT_CREATION
   return ::pipe2(fds, O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0));
 #else
+  std::shared_lock creating(creation_lock());
   return finish_pair(::pipe(fds), fds, nonblocking, false);
 #endif
 }
@@ -100,6 +110,7 @@ int accept_socket(int listener, sockaddr* address, socklen_t* length) {
 #if CORIO_POSIX_FLAGS_AT_CREATION
   return ::accept4(listener, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
+  std::shared_lock creating(creation_lock());
   return finish(::accept(listener, address, length), true, true);
 #endif
 }

@@ -72,8 +72,13 @@ std::int64_t size(core::NativeHandle handle) noexcept {
 
 std::int64_t sync(core::NativeHandle handle, bool data_only) noexcept {
   for (;;) {
+#ifdef __APPLE__
+    (void)data_only;  // macOS declares no fdatasync; fsync is what it offers short of F_FULLFSYNC
+    const int r = ::fsync(static_cast<int>(handle));
+#else
     const int r =
         data_only ? ::fdatasync(static_cast<int>(handle)) : ::fsync(static_cast<int>(handle));
+#endif
     if (r < 0 && errno == EINTR) continue;
     return result_of(r);
   }

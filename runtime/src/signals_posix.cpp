@@ -18,7 +18,7 @@
 #include <sys/syscall.h>
 #else
 #include <pthread.h>
-#ifdef __FreeBSD__
+#if defined(__FreeBSD__) || defined(__DragonFly__) || defined(__OpenBSD__)
 #include <pthread_np.h>
 #endif
 #endif

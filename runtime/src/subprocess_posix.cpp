@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <cerrno>
 #include <cstdio>
 #include <thread>
@@ -148,7 +149,9 @@ class PosixProcess final : public ProcessState {
       r = ::kill(pid(), sig);
     }
 #else
-    r = ::kill(pid(), sig);  // not reaped yet (returncode() is unset), so the pid is still ours
+    // A thread-watched child reaped a moment ago frees its pid before returncode() is set: a
+    // narrow window in which the pid could be reused (asyncio's threaded watcher has it too).
+    r = ::kill(pid(), sig);
 #endif
     // ESRCH before we reaped it: it is exiting right now, which is what was asked for.
     if (r < 0 && errno != ESRCH) throw_os_error(errno, "send_signal");
@@ -321,14 +324,16 @@ void plan_stream(int target, const subprocess::Redirect& how, posix_spawn_file_a
         // stdin: a socket pair (see the top of this file), one-way like a pipe.
         if (core::posix::make_socket_pair(AF_UNIX, SOCK_STREAM, false, fds) < 0)
           throw_os_error(errno, "socketpair");
-        parent_end = above_stdio(fds[0]);
-        child = above_stdio(fds[1]);
+        OwnedFd first(fds[0]), second(fds[1]);  // both closed if moving one fails
+        parent_end = above_stdio(first.release());
+        child = above_stdio(second.release());
         ::shutdown(parent_end.get(), SHUT_RD);
         ::shutdown(child.get(), SHUT_WR);
       } else {
         if (core::posix::make_pipe(false, fds) < 0) throw_os_error(errno, "pipe");
-        parent_end = above_stdio(fds[0]);
-        child = above_stdio(fds[1]);
+        OwnedFd first(fds[0]), second(fds[1]);
+        parent_end = above_stdio(first.release());
+        child = above_stdio(second.release());
       }
       set_nonblocking(parent_end.get());  // the child's end stays blocking, as programs expect
       check(posix_spawn_file_actions_adddup2(actions, child.get(), target),
@@ -375,7 +380,13 @@ Process spawn(const std::vector<std::string>& argv, const SubprocessOptions& opt
   check(posix_spawnattr_setsigmask(attributes, &none), "posix_spawnattr_setsigmask");
   check(posix_spawnattr_setsigdefault(attributes, &all), "posix_spawnattr_setsigdefault");
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (options.start_new_session) flags |= POSIX_SPAWN_SETSID;
+  if (options.start_new_session) {
+#ifdef POSIX_SPAWN_SETSID
+    flags |= POSIX_SPAWN_SETSID;
+#else
+    throw NotImplementedError("start_new_session: posix_spawn has no POSIX_SPAWN_SETSID here");
+#endif
+  }
   check(posix_spawnattr_setflags(attributes, flags), "posix_spawnattr_setflags");
 
   std::vector<char*> arguments;
@@ -392,8 +403,14 @@ Process spawn(const std::vector<std::string>& argv, const SubprocessOptions& opt
   }
 
   pid_t pid = -1;
-  const int error =
-      ::posix_spawnp(&pid, argv[0].c_str(), actions, attributes, arguments.data(), envp);
+  int error = 0;
+  {
+#if !CORIO_POSIX_FLAGS_AT_CREATION
+    // Flags set after creation: no descriptor may be caught between the two (posix_fd.hpp).
+    std::unique_lock creations(core::posix::creation_lock());
+#endif
+    error = ::posix_spawnp(&pid, argv[0].c_str(), actions, attributes, arguments.data(), envp);
+  }
   if (error != 0) throw_os_error(error, argv[0]);
   keep.clear();  // the child has its copies; ours must go so it sees EOF / EPIPE
 

@@ -27,8 +27,8 @@ static_assert(sizeof(IoBuffer) == sizeof(iovec) &&
 namespace {
 
 // A peer that went away must surface as EPIPE, never as SIGPIPE. Where send() has no flag for
-// that (macOS), the socket itself must carry SO_NOSIGPIPE, which every socket corio creates,
-// accepts or adopts gets (core/posix_fd.hpp).
+// that (macOS before MSG_NOSIGNAL), the socket must carry SO_NOSIGPIPE, which every socket corio
+// creates, accepts or adopts gets (core/posix_fd.hpp).
 #ifdef MSG_NOSIGNAL
 constexpr int kNoSignal = MSG_NOSIGNAL;
 #elif defined(SO_NOSIGPIPE)
