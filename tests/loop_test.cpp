@@ -105,6 +105,21 @@ TEST(EventLoop, CallSoonThreadsafeWakesABlockedLoop) {
   EXPECT_TRUE(ran.load());
 }
 
+// asyncio keeps one FIFO: a callback another thread queued before this thread's call_soon
+// runs first (CPython's test_events.test_call_soon_threadsafe).
+TEST(EventLoop, CallSoonThreadsafeFromAnotherThreadKeepsOrderWithCallSoon) {
+  EventLoop loop;
+  std::vector<std::string> order;
+  std::thread other([&] { loop.call_soon_threadsafe([&] { order.push_back("hello"); }); });
+  other.join();  // queued before the call_soon below
+  loop.call_soon([&] {
+    order.push_back("world");
+    loop.stop();
+  });
+  loop.run_forever();
+  EXPECT_EQ(order, (std::vector<std::string>{"hello", "world"}));
+}
+
 TEST(EventLoop, ManyThreadsCallSoonThreadsafe) {
   EventLoop loop;
   constexpr int kThreads = 4, kEach = 1000;

@@ -335,6 +335,69 @@ TEST(SockOps, AddReaderIsLevelTriggered) {
   }());
 }
 
+#ifndef _WIN32
+// A foreign runtime (asyncio's transports over corio's loop) removes its reader and closes the
+// descriptor itself; the next file it opens may get the same number. Watching that number
+// again must see the new file: corio must not think it is still registered with the kernel.
+TEST(SockOps, AReaderOnANumberClosedBehindTheLoopAndReusedSeesTheNewFile) {
+  run([]() -> Coro<void> {
+    int first[2];
+    EXPECT_EQ(testing::os::stream_pair(first), 0);
+    const int number = first[0];
+    int calls = 0;
+    add_reader(number, [&] {
+      ++calls;
+      char buf[16];
+      testing::os::read(number, buf, sizeof buf);
+    });
+    EXPECT_EQ(testing::os::send_nowait(first[1], "a", 1), 1);
+    for (int i = 0; i < 200 && calls == 0; ++i) co_await sleep(0.001);
+    EXPECT_EQ(calls, 1);
+    EXPECT_TRUE(remove_reader(number));
+    testing::os::close(first[0]);  // behind the loop's back
+    testing::os::close(first[1]);
+    int second[2];
+    EXPECT_EQ(testing::os::stream_pair(second), 0);
+    if (second[0] != number) {  // the lowest free number is normally the same one
+      EXPECT_EQ(::dup2(second[0], number), number);
+      testing::os::close(second[0]);
+    }
+    calls = 0;
+    add_reader(number, [&] {
+      ++calls;
+      char buf[16];
+      testing::os::read(number, buf, sizeof buf);
+    });
+    EXPECT_EQ(testing::os::send_nowait(second[1], "b", 1), 1);
+    for (int i = 0; i < 500 && calls == 0; ++i) co_await sleep(0.001);
+    EXPECT_EQ(calls, 1) << "the new file under the old number was never reported readable";
+    EXPECT_TRUE(remove_reader(number));
+    testing::os::close(number);
+    testing::os::close(second[1]);
+  }());
+}
+#endif
+
+// Options::poll_every_iteration: an iteration that already has callbacks ready still polls
+// I/O, so a descriptor made ready before it runs its watcher in that same iteration (what
+// asyncio's _run_once does; by default corio may skip the poll).
+TEST(SockOps, PollEveryIterationSeesReadyDescriptorsInTheSameIteration) {
+  EventLoop loop(EventLoop::Options{.poll_every_iteration = true});
+  auto [a, b] = Socket::pair();
+  bool seen = false;
+  add_reader(loop, b.fileno(), [&] { seen = true; });
+  loop.call_soon([] {});
+  loop.run_once();  // the watcher now waits in the backend
+  EXPECT_FALSE(seen);
+  char byte = 'x';
+  EXPECT_EQ(testing::os::send_nowait(static_cast<int>(a.fileno()), &byte, 1), 1);
+  loop.call_soon([] {});  // work is ready: without the option the poll may be skipped
+  loop.run_once();
+  EXPECT_TRUE(seen);
+  EXPECT_TRUE(remove_reader(loop, b.fileno()));
+  loop.close();
+}
+
 TEST(SockOps, AddWriterCallbackCanRemoveItself) {
   run([]() -> Coro<void> {
     auto [a, b] = Socket::pair();

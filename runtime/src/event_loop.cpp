@@ -120,6 +120,8 @@ Handle EventLoop::call_soon(Callback callback) {
   check_open();
   auto* state = new detail::HandleState(this, std::move(callback), false);
   state->add_ref();
+  // One FIFO, as asyncio's: what another thread queued before this call runs before it.
+  if (threadsafe_pending_.load(std::memory_order_acquire)) drain_threadsafe();
   ready_.push({&run_handle, state});
   return Handle(state);
 }
@@ -191,7 +193,8 @@ void EventLoop::run_once() {
   // With work already ready, polling the backend (a syscall on epoll) is skipped for a
   // bounded number of iterations: I/O is still polled at least every kPollInterval
   // iterations, so a task that keeps yielding cannot starve it.
-  if (timeout != 0 || ready_.empty() || ++polls_skipped_ >= kPollInterval) {
+  if (timeout != 0 || ready_.empty() || options_.poll_every_iteration ||
+      ++polls_skipped_ >= kPollInterval) {
     polls_skipped_ = 0;
     backend_.wait(jump ? 0 : timeout);
   }

@@ -396,6 +396,13 @@ void add_watch(EventLoop& loop, NativeHandle handle, Callback callback, bool wri
   start_wait(w);
 }
 
+// Readiness backends keep a kernel registration per descriptor (completion backends keep
+// none between operations): only they have release().
+template <class Backend>
+void release_if_idle(Backend& backend, NativeHandle handle) {
+  if constexpr (requires { backend.release(handle); }) backend.release(handle);
+}
+
 bool remove_watch(EventLoop& loop, NativeHandle handle, bool writer) {
   LoopWatches* registry = find_watches(loop);
   if (registry == nullptr) return false;
@@ -408,6 +415,10 @@ bool remove_watch(EventLoop& loop, NativeHandle handle, bool writer) {
   // A waiting op is cancelled; its completion queues run_watch, which frees it. A queued or
   // running watch is freed by run_watch.
   if (w->stage == FdWatch::Stage::waiting) loop.backend().cancel(w->op);
+  // With no watcher left, a readiness backend lets go of the descriptor: whoever owns it may
+  // close it next, without telling corio, and the number come back as another file.
+  if (!registry->readers.contains(handle) && !registry->writers.contains(handle))
+    release_if_idle(loop.backend(), handle);
   return true;
 }
 

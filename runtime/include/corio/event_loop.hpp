@@ -56,6 +56,11 @@ class EventLoop {
     // task waits on timers only (no I/O, no thread work in flight). For tests.
     bool virtual_time = false;
     double slow_callback_duration = 0.1;  // seconds; debug mode warns above it
+    // Poll I/O in every iteration, as asyncio's _run_once does, even when callbacks are
+    // already ready (by default corio skips that poll for up to kPollInterval iterations).
+    // Code that counts on one iteration seeing every event already delivered (CPython's
+    // asyncio tests, through the Python binding) needs it; it costs a system call an iteration.
+    bool poll_every_iteration = false;
     // The compiled-in backend's settings, e.g. IoUringBackend::Options (sqpoll,
     // batch_wait_us, ...); empty for backends that have none. Unset: the backend's defaults
     // as the environment adjusts them (CORIO_IO_URING).

@@ -86,6 +86,11 @@ class ReadinessBackend {
   void cancel(core::Operation& op);
   std::size_t in_flight() const { return in_flight_; }
   void close(core::NativeHandle handle);
+  // Nothing waits on `handle` any more and its owner, not corio, will close it (asyncio's
+  // transports over a foreign loop do): drop its kernel registration and what is known of
+  // it, so a file that later gets the same number starts clean. Does nothing while an
+  // operation waits on it.
+  void release(core::NativeHandle handle);
 
  protected:
   ReadinessBackend() = default;
@@ -279,6 +284,16 @@ void ReadinessBackend<Backend>::fail_waiting(int fd, bool reader, int error) {
     unlink(queue, *op);
     finish(*op, -static_cast<std::int64_t>(error));
   }
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::release(core::NativeHandle handle) {
+  const int fd = static_cast<int>(handle);
+  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
+  HandleState& state = fds_[static_cast<std::size_t>(fd)];
+  if (!state.readers.empty() || !state.writers.empty()) return;
+  backend().unwatch(fd, state);
+  state = {};
 }
 
 template <class Backend>
