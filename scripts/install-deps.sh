@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential g++ cmake ninja-build pkg-config git python3
   libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev liburing-dev
-  pybind11-dev python3-dev libasio-dev libuv1-dev wrk clang-format
+  pybind11-dev python3-dev libpython3.11-testsuite libasio-dev libuv1-dev wrk clang-format
 )
 
 missing=()

@@ -17,6 +17,12 @@ total_passed=0
 total_failed=0
 failed_configs=()
 
+# The Python binding (bindings/python) is built and tested in the unsanitized Linux
+# configurations, with Debian's python3, which install-deps.sh gives the packages it needs
+# (CPython's asyncio test suite among them).
+python=(-DCORIO_BUILD_PYTHON=ON)
+[ -x /usr/bin/python3 ] && python+=(-DPython3_EXECUTABLE=/usr/bin/python3)
+
 # Tests that exercise threads, for the ThreadSanitizer run.
 tsan_filter='Threadsafe|ToThread|Executor|Thread|Concurrent'
 
@@ -47,15 +53,15 @@ run_config() {
 mkdir -p build-test
 for config in $configs; do
   case $config in
-    epoll) run_config epoll -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll ;;
+    epoll) run_config epoll -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll "${python[@]}" ;;
     asan) run_config asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=address,undefined ;;
     io_uring)
       [ -d backends/io_uring ] || { echo "=== [io_uring] backend not present, skipped"; continue; }
-      run_config io_uring -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=io_uring ;;
+      run_config io_uring -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=io_uring "${python[@]}" ;;
     io_uring-asan)
       [ -d backends/io_uring ] || continue
       run_config io_uring-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=io_uring -DCORIO_SANITIZE=address,undefined ;;
-    kqueue) run_config kqueue -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=kqueue ;;
+    kqueue) run_config kqueue -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=kqueue "${python[@]}" ;;
     kqueue-asan)
       run_config kqueue-asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=kqueue -DCORIO_SANITIZE=address,undefined ;;
     tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=thread -DCORIO_BUILD_EXAMPLES=ON ;;

@@ -1,0 +1,224 @@
+"""The corio package's own tests: what the binding adds to asyncio's loop (its engine, the
+GIL, descriptor bookkeeping), beyond CPython's suite (cpython_asyncio.py)."""
+
+import asyncio
+import gc
+import os
+import socket
+import threading
+import time
+import unittest
+import weakref
+
+import corio
+
+
+class CorioLoopTest(unittest.TestCase):
+    def setUp(self):
+        self.loop = corio.new_event_loop()
+
+    def tearDown(self):
+        if not self.loop.is_closed():
+            self.loop.close()
+        asyncio.set_event_loop_policy(None)
+
+    def test_backend_is_the_one_built_in(self):
+        self.assertIn(corio.backend, {"epoll", "io_uring", "kqueue"})
+        self.assertIn(f"backend={corio.backend}", repr(self.loop))
+
+    def test_run_gives_a_corio_loop(self):
+        async def main():
+            return type(asyncio.get_running_loop())
+
+        self.assertIs(corio.run(main()), corio.EventLoop)
+
+    def test_install_makes_every_new_loop_a_corio_loop(self):
+        corio.install()
+        loop = asyncio.new_event_loop()
+        try:
+            self.assertIsInstance(loop, corio.EventLoop)
+        finally:
+            loop.close()
+
+        async def main():
+            return type(asyncio.get_running_loop())
+
+        self.assertIs(asyncio.run(main()), corio.EventLoop)
+
+    def test_callbacks_run_in_order_with_their_arguments(self):
+        seen = []
+        self.loop.call_soon(seen.append, 1)
+        self.loop.call_later(0.01, seen.append, 3)
+        self.loop.call_soon(seen.append, 2)
+        self.loop.call_later(0.02, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [1, 2, 3])
+
+    def test_threadsafe_calls_from_another_thread_keep_fifo_order(self):
+        seen = []
+        t = threading.Thread(target=self.loop.call_soon_threadsafe, args=(seen.append, "first"))
+        t.start()
+        t.join()
+        self.loop.call_soon(seen.append, "second")
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, ["first", "second"])
+
+    def test_threadsafe_call_wakes_a_loop_waiting_for_io(self):
+        def later():
+            time.sleep(0.05)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+        t = threading.Thread(target=later)
+        started = time.monotonic()
+        t.start()
+        self.loop.run_forever()  # nothing else scheduled: only the wake-up ends this
+        t.join()
+        self.assertLess(time.monotonic() - started, 5)
+
+    def test_cancelled_timer_leaves_corio_heap_at_once(self):
+        timers = [self.loop.call_later(3600, lambda: None) for _ in range(100)]
+        self.assertEqual(self.loop._core.timer_count, 100)
+        for timer in timers[:60]:
+            timer.cancel()
+        self.assertEqual(self.loop._core.timer_count, 40)
+        fired = []
+        self.loop.call_later(0.001, fired.append, True)
+        self.loop.call_later(0.01, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(fired, [True])
+        self.assertEqual(self.loop._core.timer_count, 40)
+
+    def test_a_cancelled_handle_does_not_run(self):
+        seen = []
+        handle = self.loop.call_soon(seen.append, "no")
+        handle.cancel()
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [])
+
+    def test_stop_before_run_forever_runs_one_iteration_without_waiting(self):
+        seen = []
+        self.loop.call_later(3600, seen.append, "never")
+        self.loop.call_soon(seen.append, "ran")
+        self.loop.stop()
+        started = time.monotonic()
+        self.loop.run_forever()
+        self.assertLess(time.monotonic() - started, 1)
+        self.assertEqual(seen, ["ran"])
+
+    def test_exception_in_a_callback_goes_to_the_handler_and_the_loop_goes_on(self):
+        contexts = []
+        self.loop.set_exception_handler(lambda loop, context: contexts.append(context))
+        seen = []
+        self.loop.call_soon(lambda: 1 / 0)
+        self.loop.call_soon(seen.append, "after")
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, ["after"])
+        self.assertEqual(len(contexts), 1)
+        self.assertIsInstance(contexts[0]["exception"], ZeroDivisionError)
+
+    def test_keyboard_interrupt_in_a_callback_leaves_the_loop(self):
+        def interrupt():
+            raise KeyboardInterrupt
+
+        self.loop.call_soon(interrupt)
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_forever()
+        self.assertFalse(self.loop.is_running())
+        # Still usable afterwards.
+        self.assertEqual(self.loop.run_until_complete(asyncio.sleep(0, result=7)), 7)
+
+    def test_waiting_releases_the_gil(self):
+        counted = 0
+        stop = threading.Event()
+
+        def count():
+            nonlocal counted
+            while not stop.is_set():
+                counted += 1
+
+        t = threading.Thread(target=count)
+        t.start()
+        try:
+            before = counted
+            self.loop.run_until_complete(asyncio.sleep(0.2))
+            during = counted - before
+        finally:
+            stop.set()
+            t.join()
+        # A loop holding the GIL through its wait would leave the thread a few switch
+        # intervals at most; with it released the thread counts for the whole 0.2 s.
+        self.assertGreater(during, 100_000)
+
+    def test_a_descriptor_number_closed_and_reused_is_watched_afresh(self):
+        a, b = socket.socketpair()
+        fired = []
+        self.loop.add_reader(b.fileno(), lambda: fired.append(b.recv(16)))
+        a.send(b"one")
+        self.loop.run_until_complete(asyncio.sleep(0.05))
+        self.assertEqual(fired, [b"one"])
+        number = b.fileno()
+        self.assertTrue(self.loop.remove_reader(number))
+        a.close()
+        b.close()  # behind corio's back, as asyncio's transports close theirs
+        c, d = socket.socketpair()  # normally given the two numbers just freed
+        try:
+            if d.fileno() != number:
+                os.dup2(d.fileno(), number)
+                d.close()
+                d = socket.socket(fileno=number)
+            self.loop.add_reader(number, lambda: fired.append(d.recv(16)))
+            c.send(b"two")
+            deadline = time.monotonic() + 2
+            while len(fired) < 2 and time.monotonic() < deadline:
+                self.loop.run_until_complete(asyncio.sleep(0.01))
+            self.assertEqual(fired, [b"one", b"two"])
+            self.loop.remove_reader(number)
+        finally:
+            c.close()
+            d.close()
+
+    def test_close_drops_pending_callbacks_and_timers(self):
+        class Canary:
+            pass
+
+        canary = Canary()
+        ref = weakref.ref(canary)
+        self.loop.call_soon(lambda c=canary: None)
+        self.loop.call_later(3600, lambda c=canary: None)
+        del canary
+        self.loop.close()
+        gc.collect()
+        self.assertIsNone(ref(), "a callback outlived the closed loop")
+        self.assertTrue(self.loop.is_closed())
+        with self.assertRaises(RuntimeError):
+            self.loop.call_soon(lambda: None)
+
+    def test_streams_and_a_subprocess_end_to_end(self):
+        async def main():
+            async def handle(reader, writer):
+                writer.write((await reader.readline()).upper())
+                await writer.drain()
+                writer.close()
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"hello\n")
+            line = await reader.readline()
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+            proc = await asyncio.create_subprocess_exec(
+                "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate(b"piped")
+            return line, out, proc.returncode
+
+        self.assertEqual(self.loop.run_until_complete(main()), (b"HELLO\n", b"piped", 0))
+
+
+if __name__ == "__main__":
+    unittest.main()
