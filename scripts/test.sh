@@ -18,7 +18,7 @@ total_failed=0
 failed_configs=()
 
 # The Python binding (bindings/python) is built and tested in the unsanitized Linux
-# configurations, with Debian's python3, which install-deps.sh gives the packages it needs
+# configurations and in epoll + ASan/UBSan, with Debian's python3, which install-deps.sh gives the packages it needs
 # (CPython's asyncio test suite among them).
 python=(-DCORIO_BUILD_PYTHON=ON)
 [ -x /usr/bin/python3 ] && python+=(-DPython3_EXECUTABLE=/usr/bin/python3)
@@ -54,7 +54,7 @@ mkdir -p build-test
 for config in $configs; do
   case $config in
     epoll) run_config epoll -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=epoll "${python[@]}" ;;
-    asan) run_config asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=address,undefined ;;
+    asan) run_config asan -DCMAKE_BUILD_TYPE=Debug -DCORIO_BACKEND=epoll -DCORIO_SANITIZE=address,undefined "${python[@]}" ;;
     io_uring)
       [ -d backends/io_uring ] || { echo "=== [io_uring] backend not present, skipped"; continue; }
       run_config io_uring -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BACKEND=io_uring "${python[@]}" ;;
