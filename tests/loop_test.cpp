@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +119,40 @@ TEST(EventLoop, CallSoonThreadsafeFromAnotherThreadKeepsOrderWithCallSoon) {
   });
   loop.run_forever();
   EXPECT_EQ(order, (std::vector<std::string>{"hello", "world"}));
+}
+
+// set_wait_hooks: called around each wait that may block (a foreign runtime drops its lock
+// there), never around a poll that returns at once.
+TEST(EventLoop, WaitHooksRunAroundBlockingWaitsOnly) {
+  EventLoop loop;
+  int before = 0, after = 0;
+  bool inside = false;
+  loop.set_wait_hooks(
+      [&] {
+        ++before;
+        inside = true;
+      },
+      [&] {
+        ++after;
+        inside = false;
+      });
+  int left = 100;
+  std::function<void()> again = [&] {
+    EXPECT_FALSE(inside) << "a callback ran between the hooks";
+    if (--left > 0) {
+      loop.call_soon(again);
+    } else {
+      loop.stop();
+    }
+  };
+  loop.call_soon(again);
+  loop.run_forever();
+  EXPECT_EQ(before, 0) << "hooks ran although work was always ready";
+  loop.call_later(0.01, [&] { loop.stop(); });
+  loop.run_forever();
+  EXPECT_GE(before, 1);
+  EXPECT_EQ(before, after);
+  EXPECT_FALSE(inside);
 }
 
 TEST(EventLoop, ManyThreadsCallSoonThreadsafe) {

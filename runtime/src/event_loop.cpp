@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <typeinfo>
 
+#include "absl/cleanup/cleanup.h"
 #include "corio/future.hpp"
 #include "corio/task.hpp"
 
@@ -196,7 +197,14 @@ void EventLoop::run_once() {
   if (timeout != 0 || ready_.empty() || options_.poll_every_iteration ||
       ++polls_skipped_ >= kPollInterval) {
     polls_skipped_ = 0;
-    backend_.wait(jump ? 0 : timeout);
+    const core::Nanos wait_for = jump ? 0 : timeout;
+    if (wait_for != 0 && before_wait_) {
+      before_wait_();
+      const absl::Cleanup retake = [this] { after_wait_(); };
+      backend_.wait(wait_for);
+    } else {
+      backend_.wait(wait_for);
+    }
   }
   drain_threadsafe();
   if (options_.virtual_time && ready_.empty() && !timers_.empty()) {

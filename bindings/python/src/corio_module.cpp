@@ -1,8 +1,8 @@
 // _corio: corio's event loop core for Python (pybind11). bindings/python/corio/__init__.py
 // builds asyncio's event loop on it; this file only carries callbacks, timers and descriptor
 // watchers between asyncio's Handle objects and corio's loop.
-// It must never run Python code without the GIL, never hold the GIL while the loop waits
-// for the kernel (other threads would stall in call_soon_threadsafe), and never let a Python
+// It must never run Python code without the GIL, never hold the GIL while the loop may block
+// in the kernel (other threads would stall in call_soon_threadsafe), and never let a Python
 // exception unwind through corio's loop: it is kept and raised when run_once returns.
 #include <pybind11/pybind11.h>
 
@@ -19,7 +19,8 @@ namespace py = pybind11;
 namespace {
 
 // A strong reference that may be dropped on a thread that does not hold the GIL (corio
-// destroys a callback wherever its loop lets it go).
+// destroys a callback wherever its loop lets it go). The callbacks below run inside
+// run_once, on the loop's thread, which holds the GIL except inside the wait hooks.
 class PyRef {
  public:
   explicit PyRef(py::object object) noexcept : object_(object.release().ptr()) {}
@@ -29,6 +30,10 @@ class PyRef {
   PyRef& operator=(PyRef&&) = delete;
   ~PyRef() {
     if (object_ == nullptr || !Py_IsInitialized()) return;  // at exit: leak, never crash
+    if (PyGILState_Check()) {
+      Py_DECREF(object_);
+      return;
+    }
     py::gil_scoped_acquire gil;
     Py_DECREF(object_);
   }
@@ -42,7 +47,12 @@ class Core {
  public:
   // Every iteration polls I/O, as asyncio's does: asyncio code may count on one iteration
   // seeing each event the kernel already has.
-  Core() : loop_(corio::EventLoop::Options{.poll_every_iteration = true}) {}
+  // The GIL is held through the iteration and dropped only while the loop may block: other
+  // threads need it then (to call call_soon_threadsafe), and callbacks need it always.
+  Core() : loop_(corio::EventLoop::Options{.poll_every_iteration = true}) {
+    loop_.set_wait_hooks([this] { waiting_thread_ = PyEval_SaveThread(); },
+                         [this] { PyEval_RestoreThread(waiting_thread_); });
+  }
   Core(const Core&) = delete;
   Core& operator=(const Core&) = delete;
 
@@ -53,17 +63,11 @@ class Core {
 
   // An asyncio.Handle, run on the loop unless cancelled by then.
   void call_soon(py::object handle) {
-    loop_.call_soon([this, ref = PyRef(std::move(handle))] {
-      py::gil_scoped_acquire gil;
-      run_handle(ref.get());
-    });
+    loop_.call_soon([this, ref = PyRef(std::move(handle))] { run_handle(ref.get()); });
   }
 
   void call_soon_threadsafe(py::object handle) {
-    loop_.call_soon_threadsafe([this, ref = PyRef(std::move(handle))] {
-      py::gil_scoped_acquire gil;
-      run_handle(ref.get());
-    });
+    loop_.call_soon_threadsafe([this, ref = PyRef(std::move(handle))] { run_handle(ref.get()); });
   }
 
   // An asyncio.TimerHandle due at `when` (time()'s clock). Kept by identity so that
@@ -71,9 +75,10 @@ class Core {
   void call_at(double when, py::object timer) {
     PyObject* key = timer.ptr();
     corio::TimerHandle handle = loop_.call_at(when, [this, ref = PyRef(std::move(timer))] {
-      py::gil_scoped_acquire gil;
+      static PyObject* const scheduled_name = PyUnicode_InternFromString("_scheduled");
       timers_.erase(ref.get());
-      py::handle(ref.get()).attr("_scheduled") = false;
+      if (PyObject_SetAttr(ref.get(), scheduled_name, Py_False) < 0)
+        return keep(py::error_already_set());
       run_handle(ref.get());
     });
     timers_.insert_or_assign(key, std::move(handle));
@@ -103,10 +108,7 @@ class Core {
   // false or work is ready), fire due timers, run what is ready.
   void run_once(bool block) {
     if (!block) loop_.call_soon([] {});
-    {
-      py::gil_scoped_release nogil;
-      loop_.run_once();
-    }
+    loop_.run_once();
     if (error_) {
       py::error_already_set error = std::move(*error_);
       error_.reset();
@@ -122,23 +124,26 @@ class Core {
  private:
   corio::Callback watcher(py::object callback) {
     return [this, ref = PyRef(std::move(callback))] {
-      py::gil_scoped_acquire gil;
-      try {
-        py::handle(ref.get())();
-      } catch (py::error_already_set& e) {
-        keep(std::move(e));
-      }
+      PyObject* result = PyObject_CallNoArgs(ref.get());
+      if (result == nullptr) return keep(py::error_already_set());
+      Py_DECREF(result);
     };
   }
 
-  void run_handle(PyObject* object) {
-    try {
-      py::handle handle(object);
-      if (handle.attr("_cancelled").cast<bool>()) return;
-      handle.attr("_run")();  // reports Exception itself; only SystemExit and the like leave
-    } catch (py::error_already_set& e) {
-      keep(std::move(e));
-    }
+  // The C API with interned names: this runs once per callback, and pybind11's attr() would
+  // build the name strings each time.
+  void run_handle(PyObject* handle) {
+    static PyObject* const cancelled_name = PyUnicode_InternFromString("_cancelled");
+    static PyObject* const run_name = PyUnicode_InternFromString("_run");
+    PyObject* cancelled = PyObject_GetAttr(handle, cancelled_name);
+    if (cancelled == nullptr) return keep(py::error_already_set());
+    const bool skip = cancelled == Py_True;
+    Py_DECREF(cancelled);
+    if (skip) return;
+    // _run reports an Exception itself; only SystemExit and the like come out.
+    PyObject* result = PyObject_CallMethodNoArgs(handle, run_name);
+    if (result == nullptr) return keep(py::error_already_set());
+    Py_DECREF(result);
   }
 
   // The first exception of an iteration is raised from run_once; a second one in the same
@@ -153,6 +158,7 @@ class Core {
   }
 
   corio::EventLoop loop_;
+  PyThreadState* waiting_thread_ = nullptr;  // while the wait hooks have the GIL dropped
   absl::flat_hash_map<PyObject*, corio::TimerHandle> timers_;
   std::optional<py::error_already_set> error_;
 };

@@ -109,6 +109,13 @@ class EventLoop {
 
   // --- error handling and debug ---
   void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
+  // Run on the loop's thread right before and right after each wait that may block (never
+  // around a poll that returns at once): a foreign runtime drops its own lock there and takes
+  // it back (the Python binding, its GIL). `after` runs even when the wait throws.
+  void set_wait_hooks(Callback before, Callback after) {
+    before_wait_ = std::move(before);
+    after_wait_ = std::move(after);
+  }
   void call_exception_handler(const ExceptionContext& context);
   static void default_exception_handler(const ExceptionContext& context);
   bool get_debug() const noexcept { return options_.debug; }
@@ -175,6 +182,8 @@ class EventLoop {
   detail::FutureBase* live_futures_ = nullptr;  // every live future and task
   std::uint64_t task_counter_ = 0;
   ExceptionHandler exception_handler_;
+  Callback before_wait_;
+  Callback after_wait_;
   std::vector<Callback> close_callbacks_;
   std::vector<ShutdownStep> shutdown_steps_;
   std::thread::id thread_id_;
