@@ -15,7 +15,6 @@ every callback goes through corio, or order and timing would split between two q
 import asyncio
 import functools
 import selectors
-import threading
 from asyncio import events
 
 from . import _corio
@@ -137,7 +136,6 @@ class EventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self):
         self._core = _corio.Core()
-        self._owner_thread = threading.get_ident()  # the thread that runs it, or last ran it
         selector = _Selector(self._core)
         super().__init__(selector)
         selector._loop = self
@@ -169,16 +167,10 @@ class EventLoop(asyncio.SelectorEventLoop):
         handle = events.Handle(callback, args, self, context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
-        if threading.get_ident() == self._owner_thread:
-            # From the loop's own thread: FIFO with call_soon, as asyncio keeps one queue.
-            self._core.call_soon(handle)
-        else:
-            self._core.call_soon_threadsafe(handle)
+        # One FIFO with call_soon, as asyncio's single queue: corio's call_soon takes in what
+        # other threads queued before it.
+        self._core.call_soon_threadsafe(handle)
         return handle
-
-    def run_forever(self):
-        self._owner_thread = threading.get_ident()
-        super().run_forever()
 
     # Timers live on corio's heap; a cancelled one leaves it at once.
     def call_at(self, when, callback, *args, context=None):
