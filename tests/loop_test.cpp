@@ -264,6 +264,45 @@ TEST(EventLoop, RunOnceSteppsOneIterationForEmbedders) {
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
 }
 
+// A foreign runtime's fatal error (Python's KeyboardInterrupt) leaves the iteration at once;
+// nothing already queued is lost, it runs first in the next iteration.
+TEST(EventLoop, EndIterationLeavesTheRestForTheNextIteration) {
+  EventLoop loop;
+  std::vector<int> order;
+  loop.call_soon([&] {
+    order.push_back(1);
+    loop.end_iteration();
+  });
+  loop.call_soon([&] { order.push_back(2); });
+  loop.call_soon([&] {
+    order.push_back(3);
+    loop.call_soon([&] { order.push_back(4); });
+  });
+  loop.run_once();
+  EXPECT_EQ(order, (std::vector<int>{1}));
+  loop.run_once();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3})) << "the flag outlived its iteration";
+  loop.run_once();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
+}
+
+// Due timers join the ready queue behind what was already there, as in asyncio's _run_once.
+TEST(EventLoop, EndIterationFromATimerKeepsTheOtherDueTimers) {
+  EventLoop loop;
+  std::vector<int> order;
+  loop.call_soon([&] { order.push_back(0); });
+  loop.call_later(0, [&] {
+    order.push_back(1);
+    loop.end_iteration();
+  });
+  loop.call_later(0, [&] { order.push_back(2); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  loop.run_once();
+  EXPECT_EQ(order, (std::vector<int>{0, 1}));
+  loop.run_once();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
 TEST(EventLoop, VirtualTimeJumpsToTheNextTimer) {
   EventLoop loop({.virtual_time = true});
   const double start = loop.time();

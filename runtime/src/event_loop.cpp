@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <typeinfo>
 
-#include "absl/cleanup/cleanup.h"
 #include "corio/future.hpp"
 #include "corio/task.hpp"
 
@@ -150,14 +149,18 @@ TimerHandle EventLoop::schedule_timer(core::Nanos deadline, Callback callback) {
 Handle EventLoop::call_soon_threadsafe(Callback callback) {
   auto* state = new detail::HandleState(this, std::move(callback), true);
   state->add_ref();
+  bool closed = false;
   {
     std::lock_guard lock(threadsafe_mutex_);
-    if (closed_) {
-      state->release();
-      state->release();
-      throw RuntimeError("Event loop is closed");
-    }
-    threadsafe_queue_.push_back(state);
+    closed = closed_;
+    if (!closed) threadsafe_queue_.push_back(state);
+  }
+  if (closed) {
+    // Outside the lock: dropping the callback may run arbitrary code (a foreign runtime's
+    // finalizer), which may call back in here.
+    state->release();
+    state->release();
+    throw RuntimeError("Event loop is closed");
   }
   if (!threadsafe_pending_.exchange(true, std::memory_order_acq_rel)) backend_.wake();
   return Handle(state);
@@ -198,10 +201,20 @@ void EventLoop::run_once() {
       ++polls_skipped_ >= kPollInterval) {
     polls_skipped_ = 0;
     const core::Nanos wait_for = jump ? 0 : timeout;
+    // What other threads queued before the wait runs before the I/O callbacks it brings, as
+    // in asyncio, where call_soon_threadsafe appends to _ready at once.
+    drain_threadsafe();
     if (wait_for != 0 && before_wait_) {
       before_wait_();
-      const absl::Cleanup retake = [this] { after_wait_(); };
-      backend_.wait(wait_for);
+      // Not a scope guard: `after` may unwind (a Python thread ended at interpreter exit
+      // unwinds from taking the GIL back), which a destructor must never do.
+      try {
+        backend_.wait(wait_for);
+      } catch (...) {
+        after_wait_();
+        throw;
+      }
+      after_wait_();
     } else {
       backend_.wait(wait_for);
     }
@@ -212,12 +225,14 @@ void EventLoop::run_once() {
     if (jump || backend_.in_flight() > 0)
       virtual_now_ = std::max(virtual_now_, timers_.top()->deadline);
   }
+  end_iteration_ = false;
   if (!timers_.empty()) {  // reading the clock costs a vDSO call: only when a timer is armed
     const core::Nanos now = now_ns();
     while (core::TimerNode* next = timers_.top()) {
       if (next->deadline > now) break;
       timers_.pop();
       next->fire(next);
+      if (end_iteration_) return;
     }
   }
   run_ready(ready_.size());
@@ -225,14 +240,14 @@ void EventLoop::run_once() {
 
 void EventLoop::run_ready(std::size_t count) {
   if (!options_.debug) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = 0; i < count && !end_iteration_; ++i) {
       const core::ReadyItem item = ready_.pop();
       item.run(item.arg);
     }
     return;
   }
   const core::Nanos threshold = core::from_seconds(options_.slow_callback_duration);
-  for (std::size_t i = 0; i < count; ++i) {
+  for (std::size_t i = 0; i < count && !end_iteration_; ++i) {
     const core::ReadyItem item = ready_.pop();
     std::string what = "callback";
     if (item.run == &detail::TaskBase::step) {

@@ -116,6 +116,11 @@ class EventLoop {
     before_wait_ = std::move(before);
     after_wait_ = std::move(after);
   }
+  // Called from a callback: the iteration in progress ends once that callback returns; due
+  // timers not yet fired and callbacks not yet run stay queued, first in line for the next
+  // iteration. A foreign runtime uses it for a fatal error (Python's KeyboardInterrupt and
+  // SystemExit leave asyncio's _run_once at once, the rest of _ready kept).
+  void end_iteration() noexcept { end_iteration_ = true; }
   void call_exception_handler(const ExceptionContext& context);
   static void default_exception_handler(const ExceptionContext& context);
   bool get_debug() const noexcept { return options_.debug; }
@@ -177,6 +182,7 @@ class EventLoop {
   int polls_skipped_ = 0;
   bool running_ = false;
   bool stopping_ = false;
+  bool end_iteration_ = false;
   bool closed_ = false;
   detail::TaskBase* current_task_ = nullptr;
   detail::FutureBase* live_futures_ = nullptr;  // every live future and task
