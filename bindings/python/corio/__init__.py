@@ -13,9 +13,11 @@ every callback goes through corio, or order and timing would split between two q
 """
 
 import asyncio
+import collections.abc
 import functools
 import selectors
-from asyncio import events
+from asyncio import base_events, events
+from asyncio.log import logger
 
 from . import _corio
 
@@ -39,6 +41,25 @@ def _fileno(fileobj):
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
+
+
+class _SelectorMapping(collections.abc.Mapping):
+    """get_map(): keys by descriptor number, looked up by number or file object."""
+
+    def __init__(self, selector):
+        self._selector = selector
+
+    def __len__(self):
+        return len(self._selector._keys)
+
+    def __getitem__(self, fileobj):
+        try:
+            return self._selector._keys[self._selector._lookup(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self):
+        return iter(self._selector._keys)
 
 
 class _Selector(selectors.BaseSelector):
@@ -65,7 +86,7 @@ class _Selector(selectors.BaseSelector):
         return key
 
     def unregister(self, fileobj):
-        fd = _fileno(fileobj)
+        fd = self._lookup(fileobj)
         try:
             key = self._keys.pop(fd)
         except KeyError:
@@ -76,7 +97,7 @@ class _Selector(selectors.BaseSelector):
     def modify(self, fileobj, events, data=None):
         if not events or events & ~(_READ | _WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        fd = _fileno(fileobj)
+        fd = self._lookup(fileobj)
         try:
             old = self._keys[fd]
         except KeyError:
@@ -91,12 +112,23 @@ class _Selector(selectors.BaseSelector):
 
     def get_key(self, fileobj):
         try:
-            return self._keys[_fileno(fileobj)]
+            return self._keys[self._lookup(fileobj)]
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
 
     def get_map(self):
-        return self._keys.copy()
+        return _SelectorMapping(self)
+
+    def _lookup(self, fileobj):
+        """The descriptor number of a registered object, even one closed since (its fileno()
+        is -1 then): found among the keys, as selectors' own lookup does."""
+        try:
+            return _fileno(fileobj)
+        except ValueError:
+            for key in self._keys.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
 
     def close(self):
         for fd in list(self._keys):
@@ -127,6 +159,8 @@ class _Selector(selectors.BaseSelector):
                 self._loop._remove_reader(fd)
             else:
                 self._loop._remove_writer(fd)
+        elif self._loop._debug:
+            self._loop._run_handle_debug(handle)
         else:
             handle._run()
 
@@ -157,8 +191,26 @@ class EventLoop(asyncio.SelectorEventLoop):
         return handle
 
     def _add_callback(self, handle):
-        if not handle._cancelled:
+        # asyncio's appends to _ready even on a closed loop, where it never runs.
+        if not handle._cancelled and not self._core.closed:
             self._core.call_soon(handle)
+
+    # Debug mode: asyncio's report of callbacks slower than slow_callback_duration.
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        self._core.set_debug_runner(self._run_handle_debug if enabled else None)
+
+    def _run_handle_debug(self, handle):
+        try:
+            self._current_handle = handle  # the default exception handler shows its origin
+            started = self.time()
+            handle._run()
+            took = self.time() - started
+            if took >= self.slow_callback_duration:
+                logger.warning("Executing %s took %.3f seconds",
+                               base_events._format_handle(handle), took)
+        finally:
+            self._current_handle = None
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         self._check_closed()

@@ -2,9 +2,14 @@
 GIL, descriptor bookkeeping), beyond CPython's suite (cpython_asyncio.py)."""
 
 import asyncio
+import errno
 import gc
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 import time
 import unittest
@@ -195,6 +200,189 @@ class CorioLoopTest(unittest.TestCase):
         self.assertTrue(self.loop.is_closed())
         with self.assertRaises(RuntimeError):
             self.loop.call_soon(lambda: None)
+
+    def test_a_base_exception_ends_the_iteration_and_the_rest_runs_next_time(self):
+        seen = []
+
+        def interrupt():
+            raise KeyboardInterrupt
+
+        self.loop.call_soon(interrupt)
+        self.loop.call_soon(seen.append, "left for the next run")
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_forever()
+        self.assertEqual(seen, [])  # asyncio leaves the rest of the iteration in _ready
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, ["left for the next run"])
+
+    def test_a_base_exception_in_a_timer_ends_the_iteration(self):
+        seen = []
+
+        def interrupt():
+            raise SystemExit(3)
+
+        when = self.loop.time() + 0.01
+        self.loop.call_at(when, interrupt)
+        self.loop.call_at(when, seen.append, "second timer")
+        with self.assertRaises(SystemExit):
+            self.loop.run_forever()
+        self.assertEqual(seen, [])
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, ["second timer"])
+
+    def test_threadsafe_calls_made_before_a_wait_run_before_its_io_callbacks(self):
+        a, b = socket.socketpair()
+        try:
+            seen = []
+            self.loop.add_reader(b, lambda: (seen.append("io"), b.recv(16)))
+            a.send(b"x")
+            t = threading.Thread(target=self.loop.call_soon_threadsafe, args=(seen.append, "ts"))
+            t.start()
+            t.join()
+            self.loop.call_later(0.05, self.loop.stop)
+            self.loop.run_forever()
+            self.assertEqual(seen, ["ts", "io"])
+            self.loop.remove_reader(b)
+        finally:
+            a.close()
+            b.close()
+
+    def test_call_soon_from_a_foreign_thread_loses_nothing(self):
+        # Not thread-safe in asyncio's contract (no wake-up), but it must not corrupt the loop
+        # while the loop waits and queues I/O callbacks on its own thread.
+        a, b = socket.socketpair()
+        ran = 0
+        calls = 20_000
+
+        def count():
+            nonlocal ran
+            ran += 1
+
+        def echo():
+            data = b.recv(4096)
+            if data:
+                b.send(data)
+
+        def pinger():
+            for _ in range(2000):
+                a.send(b"p")
+                a.recv(4096)
+
+        def caller():
+            for _ in range(calls):
+                self.loop.call_soon(count)
+
+        try:
+            self.loop.add_reader(b, echo)
+            threads = [threading.Thread(target=pinger), threading.Thread(target=caller)]
+
+            async def main():
+                for t in threads:
+                    t.start()
+                while any(t.is_alive() for t in threads):
+                    await asyncio.sleep(0.001)
+
+            self.loop.run_until_complete(main())
+            for t in threads:
+                t.join()
+            self.loop.run_until_complete(asyncio.sleep(0.01))
+            self.assertEqual(ran, calls)
+            self.loop.remove_reader(b)
+        finally:
+            a.close()
+            b.close()
+
+    def test_remove_reader_finds_a_socket_closed_since(self):
+        a, b = socket.socketpair()
+        a.close()
+        self.loop.add_reader(b, lambda: None)
+        self.loop.add_writer(b, lambda: None)
+        number = b.fileno()
+        b.close()  # fileno() is -1 now: asyncio looks the object up among its keys
+        self.assertTrue(self.loop.remove_reader(b))
+        self.assertTrue(self.loop.remove_writer(b))
+        # Unregistered and closed, it cannot be found any more: ValueError, as from selectors.
+        with self.assertRaises(ValueError):
+            self.loop.remove_reader(b)
+        self.assertNotIn(number, self.loop._selector.get_map())
+
+    def test_get_map_looks_up_file_objects_as_selectors_do(self):
+        a, b = socket.socketpair()
+        try:
+            self.loop.add_reader(b, lambda: None)
+            mapping = self.loop._selector.get_map()
+            self.assertIs(mapping[b].fileobj, b)
+            self.assertIs(mapping[b.fileno()].fileobj, b)
+            self.assertIn(b.fileno(), list(mapping))
+            self.loop.remove_reader(b)
+        finally:
+            a.close()
+            b.close()
+
+    def test_add_reader_on_a_closed_descriptor_raises(self):
+        a, b = socket.socketpair()
+        number = b.fileno()
+        a.close()
+        b.close()
+        with self.assertRaises(OSError) as caught:
+            self.loop.add_reader(number, lambda: None)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
+        self.assertNotIn(number, self.loop._selector.get_map())
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "epoll refuses regular files")
+    def test_add_reader_on_a_regular_file_raises_as_on_linux(self):
+        with tempfile.TemporaryFile() as f:
+            with self.assertRaises(PermissionError):
+                self.loop.add_reader(f, lambda: None)
+            self.assertNotIn(f.fileno(), self.loop._selector.get_map())
+
+    def test_debug_mode_logs_slow_callbacks(self):
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 0.01
+        self.loop.call_soon(time.sleep, 0.03)
+        self.loop.call_soon(self.loop.stop)
+        with self.assertLogs("asyncio", level="WARNING") as logs:
+            self.loop.run_forever()
+        self.assertTrue(any("Executing <Handle" in line and "took" in line
+                            for line in logs.output), logs.output)
+
+    def test_an_unclosed_loop_is_collected(self):
+        loop = corio.new_event_loop()
+        a, b = socket.socketpair()
+        try:
+            loop.add_reader(b, lambda: None)
+            loop.call_later(3600, lambda: None)
+            loop.call_soon(lambda: None)
+            loop.run_until_complete(asyncio.sleep(0))
+            ref = weakref.ref(loop)
+            with self.assertWarns(ResourceWarning):
+                del loop
+                gc.collect()
+            self.assertIsNone(ref(), "a loop nobody closed was never collected")
+        finally:
+            a.close()
+            b.close()
+
+    def test_a_loop_in_a_daemon_thread_at_interpreter_exit(self):
+        script = textwrap.dedent("""
+            import asyncio, threading, time, corio
+
+            def spin():
+                async def main():
+                    while True:
+                        await asyncio.sleep(0.0005)
+                corio.run(main())
+
+            threading.Thread(target=spin, daemon=True).start()
+            time.sleep(0.05)
+        """)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        for _ in range(10):
+            done = subprocess.run([sys.executable, "-c", script], env=env,
+                                  capture_output=True, timeout=60)
+            self.assertEqual((done.returncode, done.stderr), (0, b""))
 
     def test_streams_and_a_subprocess_end_to_end(self):
         async def main():
