@@ -11,6 +11,8 @@
 #include <corio/sock_ops.hpp>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace corio {
 namespace {
@@ -395,6 +397,31 @@ TEST(SockOps, PollEveryIterationSeesReadyDescriptorsInTheSameIteration) {
   loop.run_once();
   EXPECT_TRUE(seen);
   EXPECT_TRUE(remove_reader(loop, b.fileno()));
+  loop.close();
+}
+
+// A thread that queues a callback and then writes to a socket has its callback run before the
+// reader's, as asyncio's call_soon_threadsafe appends to _ready at once. The before-wait hook
+// plays that thread just as the loop is about to block, so both arrive in one wait.
+TEST(SockOps, ThreadsafeCallbacksRunBeforeTheReadersOfTheSameWait) {
+  EventLoop loop(EventLoop::Options{.poll_every_iteration = true});
+  auto [a, b] = Socket::pair();
+  std::vector<std::string> order;
+  bool sent = false;
+  loop.set_wait_hooks(
+      [&] {
+        if (std::exchange(sent, true)) return;
+        loop.call_soon_threadsafe([&] { order.push_back("threadsafe"); });
+        char byte = 'x';
+        EXPECT_EQ(testing::os::send_nowait(static_cast<int>(a.fileno()), &byte, 1), 1);
+      },
+      [] {});
+  add_reader(loop, b.fileno(), [&] {
+    order.push_back("reader");
+    EXPECT_TRUE(remove_reader(loop, b.fileno()));
+  });
+  for (int i = 0; i < 10 && order.size() < 2; ++i) loop.run_once();
+  EXPECT_EQ(order, (std::vector<std::string>{"threadsafe", "reader"}));
   loop.close();
 }
 

@@ -166,14 +166,17 @@ Handle EventLoop::call_soon_threadsafe(Callback callback) {
   return Handle(state);
 }
 
-void EventLoop::drain_threadsafe() {
+// `ahead_of`: the callbacks go in front of what was queued from that position on.
+void EventLoop::drain_threadsafe(std::size_t ahead_of) {
   if (!threadsafe_pending_.exchange(false, std::memory_order_acq_rel)) return;
   {
     std::lock_guard lock(threadsafe_mutex_);
     threadsafe_swap_.swap(threadsafe_queue_);
   }
+  const std::size_t queued = ready_.size();
   for (detail::HandleState* state : threadsafe_swap_) ready_.push({&run_handle, state});
   threadsafe_swap_.clear();
+  if (ahead_of < queued) ready_.move_to_back(ahead_of, queued - ahead_of);
 }
 
 core::Nanos EventLoop::next_timeout() const noexcept {
@@ -197,13 +200,12 @@ void EventLoop::run_once() {
   // With work already ready, polling the backend (a syscall on epoll) is skipped for a
   // bounded number of iterations: I/O is still polled at least every kPollInterval
   // iterations, so a task that keeps yielding cannot starve it.
+  std::size_t queued_before_wait = SIZE_MAX;
   if (timeout != 0 || ready_.empty() || options_.poll_every_iteration ||
       ++polls_skipped_ >= kPollInterval) {
     polls_skipped_ = 0;
     const core::Nanos wait_for = jump ? 0 : timeout;
-    // What other threads queued before the wait runs before the I/O callbacks it brings, as
-    // in asyncio, where call_soon_threadsafe appends to _ready at once.
-    drain_threadsafe();
+    queued_before_wait = ready_.size();
     if (wait_for != 0 && before_wait_) {
       before_wait_();
       // Not a scope guard: `after` may unwind (a Python thread ended at interpreter exit
@@ -219,7 +221,10 @@ void EventLoop::run_once() {
       backend_.wait(wait_for);
     }
   }
-  drain_threadsafe();
+  // What other threads queued runs before the I/O callbacks of the wait that saw it, as in
+  // asyncio, where call_soon_threadsafe appends to _ready at once: a thread that queues a
+  // callback and then writes to a socket gets its callback run before the reader's.
+  drain_threadsafe(queued_before_wait);
   if (options_.virtual_time && ready_.empty() && !timers_.empty()) {
     // Nothing can happen before the next timer: let virtual time reach it.
     if (jump || backend_.in_flight() > 0)

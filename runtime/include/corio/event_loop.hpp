@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <coroutine>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -169,7 +170,7 @@ class EventLoop {
   // Runs the loop until `future` is done (run_until_complete without the result).
   void run_until_done(detail::FutureBase& future);
   void run_ready(std::size_t count);
-  void drain_threadsafe();
+  void drain_threadsafe(std::size_t ahead_of = SIZE_MAX);
   void destroy_pending_tasks();
   class RunningScope;
 

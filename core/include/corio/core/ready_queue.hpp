@@ -34,8 +34,25 @@ class ReadyQueue {
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
 
+  // Moves the `count` items that start `first` places from the front behind all the others,
+  // keeping the order within each part (three reversals: no allocation).
+  void move_to_back(std::size_t first, std::size_t count) noexcept {
+    if (first >= size_ || count == 0 || first + count >= size_) return;
+    reverse(first, first + count);
+    reverse(first + count, size_);
+    reverse(first, size_);
+  }
+
  private:
   static constexpr std::size_t kInitialCapacity = 256;
+
+  void reverse(std::size_t begin, std::size_t end) noexcept {  // positions from the front
+    while (begin + 1 < end) {
+      std::swap(ring_[(head_ + begin) & mask_], ring_[(head_ + end - 1) & mask_]);
+      ++begin;
+      --end;
+    }
+  }
 
   void grow() {
     const std::size_t capacity = (mask_ + 1) * 2;
