@@ -77,7 +77,7 @@ class _Selector(selectors.BaseSelector):
     def register(self, fileobj, events, data=None):
         if not events or events & ~(_READ | _WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        fd = _fileno(fileobj)
+        fd = self._lookup(fileobj)
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
         key = selectors.SelectorKey(fileobj, fd, events, data)
@@ -103,7 +103,14 @@ class _Selector(selectors.BaseSelector):
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
         key = old._replace(events=events, data=data)
-        self._watch(fd, old.events, events)
+        try:
+            self._watch(fd, old.events, events)
+        except BaseException:
+            # As selectors does: a registration that cannot be changed is dropped whole.
+            del self._keys[fd]
+            self._core.remove_reader(fd)
+            self._core.remove_writer(fd)
+            raise
         self._keys[fd] = key
         return key
 

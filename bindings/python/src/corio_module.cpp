@@ -6,6 +6,10 @@
 // exception unwind through corio's loop: it is kept and raised when run_once returns.
 #include <pybind11/pybind11.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/epoll.h>
+#endif
 
 #include <cerrno>
 #include <chrono>
@@ -30,6 +34,9 @@ bool interpreter_finalizing() noexcept {
 #endif
 }
 
+// The thread that finalizes the interpreter; set when the module is imported.
+unsigned long main_thread_ident = 0;
+
 // A strong reference owned by one Core, and on that Core's list, so that Python's garbage
 // collector sees every object the Core keeps alive (a loop nobody closed is a cycle through
 // its callbacks: a Handle refers to its loop). It may be dropped on a thread that does not
@@ -48,15 +55,22 @@ class PyRef {
   PyRef(const PyRef&) = delete;
   PyRef& operator=(const PyRef&) = delete;
   PyRef& operator=(PyRef&&) = delete;
+  // Always unlinked, even when the reference itself must leak: a node left on the list would
+  // be read by the next tp_traverse after its memory is gone. Py_IsInitialized() is no guide:
+  // it turns false as finalization starts, while module teardown still frees callbacks (on
+  // the finalizing thread, which holds the GIL). PyRefs die only with their Core or its
+  // callbacks, never after the interpreter is gone.
   ~PyRef() {
-    if (!Py_IsInitialized()) return;  // after exit: leak, never crash
-    if (PyGILState_Check()) {
+    if (object_ == nullptr || PyGILState_Check()) {
       unlink();
       Py_XDECREF(object_);
       return;
     }
-    // Taking the GIL during finalization would end this thread inside a destructor.
-    if (interpreter_finalizing()) return;
+    if (interpreter_finalizing()) {
+      // Taking the GIL now would end this thread inside a destructor: leak the object.
+      unlink();
+      return;
+    }
     py::gil_scoped_acquire gil;
     unlink();
     Py_XDECREF(object_);
@@ -70,7 +84,7 @@ class PyRef {
     for (PyRef* ref = list; ref != nullptr; ref = ref->next_) Py_VISIT(ref->object_);
     return 0;
   }
-  static void clear_all(PyRef* list) {
+  static void clear_all(PyRef*& list) {
     // Py_CLEAR may run finalizers that drop other references: start over after each one.
     for (;;) {
       PyRef* ref = list;
@@ -109,24 +123,39 @@ class Core {
   // The GIL is held through the iteration and dropped only while the loop may block: other
   // threads need it then (to call call_soon_threadsafe), and callbacks need it always.
   Core() : loop_(corio::EventLoop::Options{.poll_every_iteration = true}) {
-    loop_.set_wait_hooks([this] { waiting_thread_ = PyEval_SaveThread(); },
-                         [this] {
-                           // A daemon thread's loop waking during interpreter exit: taking
-                           // the GIL would end the thread by unwinding it, so it sleeps
-                           // instead until the process is gone (as Python 3.14 does).
-                           while (interpreter_finalizing()) {
-                             std::this_thread::sleep_for(std::chrono::hours(1));
-                           }
-                           PyEval_RestoreThread(waiting_thread_);
-                         });
+    loop_.set_wait_hooks(
+        [this] { waiting_thread_ = PyEval_SaveThread(); },
+        [this] {
+          // A daemon thread's loop waking during interpreter exit: taking
+          // the GIL would end the thread by unwinding it, so it sleeps
+          // instead until the process is gone (as Python 3.14 does).
+          // The finalizing (main) thread may still take it.
+          while (interpreter_finalizing() && PyThread_get_thread_ident() != main_thread_ident) {
+            std::this_thread::sleep_for(std::chrono::hours(1));
+          }
+          PyEval_RestoreThread(waiting_thread_);
+        });
   }
+#if defined(__linux__)
+  ~Core() {
+    if (epoll_probe_ >= 0) ::close(epoll_probe_);
+  }
+#endif
   Core(const Core&) = delete;
   Core& operator=(const Core&) = delete;
 
-  double time() const { return loop_.time(); }
-  std::string backend_name() const { return std::string(corio::SelectedBackend::kName); }
-  bool closed() const { return loop_.is_closed(); }
-  std::size_t timer_count() const { return timers_.size(); }
+  double time() const {
+    return loop_.time();
+  }
+  std::string backend_name() const {
+    return std::string(corio::SelectedBackend::kName);
+  }
+  bool closed() const {
+    return loop_.is_closed();
+  }
+  std::size_t timer_count() const {
+    return timers_.size();
+  }
 
   // An asyncio.Handle, run on the loop unless cancelled by then. asyncio's call_soon is not
   // thread-safe (no wake-up), but a call from another thread must not corrupt the loop,
@@ -176,12 +205,16 @@ class Core {
     check_watchable(fd);
     corio::add_reader(loop_, fd, watcher(std::move(callback)));
   }
-  bool remove_reader(int fd) { return corio::remove_reader(loop_, fd); }
+  bool remove_reader(int fd) {
+    return corio::remove_reader(loop_, fd);
+  }
   void add_writer(int fd, py::object callback) {
     check_watchable(fd);
     corio::add_writer(loop_, fd, watcher(std::move(callback)));
   }
-  bool remove_writer(int fd) { return corio::remove_writer(loop_, fd); }
+  bool remove_writer(int fd) {
+    return corio::remove_writer(loop_, fd);
+  }
 
   // Debug mode (asyncio's slow-callback report): each handle is run through `runner`
   // (runner(handle) runs and times it) instead of handle._run(). None turns it off.
@@ -205,11 +238,14 @@ class Core {
 
   void close() {
     timers_.clear();
+    debug_runner_.reset();  // a method of the Python loop: a cycle through it would outlive close
     loop_.close();
   }
 
   // Python's garbage collector (tp_traverse / tp_clear of Core).
-  int traverse(visitproc visit, void* arg) const { return PyRef::visit_all(refs_, visit, arg); }
+  int traverse(visitproc visit, void* arg) const {
+    return PyRef::visit_all(refs_, visit, arg);
+  }
   void clear() {
     // Cancelling drops callbacks, whose finalizers may call back in: not while iterating.
     auto timers = std::exchange(timers_, {});
@@ -227,17 +263,19 @@ class Core {
     };
   }
 
-  // asyncio's Linux loop registers with epoll, which refuses a closed descriptor (EBADF) and
-  // a regular file or directory (EPERM) at once; corio's backends would only report it from
-  // the first wait, and io_uring and kqueue accept files. The same answer on every backend.
-  static void check_watchable(int fd) {
+  // asyncio's Linux loop registers with epoll, which refuses at once a closed descriptor
+  // (EBADF) and one that cannot be polled (EPERM: a regular file, a directory, /dev/null);
+  // corio's backends would only report it from the first wait, and io_uring and kqueue accept
+  // files. The same answer on every backend: Linux asks a private epoll instance, for what
+  // is neither a socket nor a pipe (those always can be polled, and are the common case).
+  void check_watchable(int fd) {
     struct stat info {};
     int refused = 0;
     if (::fstat(fd, &info) != 0) {
       refused = EBADF;
 #if defined(__linux__)
-    } else if (S_ISREG(info.st_mode) || S_ISDIR(info.st_mode)) {
-      refused = EPERM;
+    } else if (!S_ISSOCK(info.st_mode) && !S_ISFIFO(info.st_mode)) {
+      refused = epoll_refusal(fd);
 #endif
     }
     if (refused == 0) return;
@@ -245,6 +283,19 @@ class Core {
     PyErr_SetFromErrno(PyExc_OSError);  // PermissionError for EPERM, as Python maps errno
     throw py::error_already_set();
   }
+
+#if defined(__linux__)
+  int epoll_refusal(int fd) {
+    if (epoll_probe_ == kNoProbe) epoll_probe_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_probe_ < 0) return 0;  // out of descriptors: let the backend decide
+    epoll_event event{};
+    if (::epoll_ctl(epoll_probe_, EPOLL_CTL_ADD, fd, &event) != 0) return errno;
+    ::epoll_ctl(epoll_probe_, EPOLL_CTL_DEL, fd, &event);
+    return 0;
+  }
+  static constexpr int kNoProbe = -2;
+  int epoll_probe_ = kNoProbe;  // created on first use, closed with the Core
+#endif
 
   // The C API with interned names: this runs once per callback, and pybind11's attr() would
   // build the name strings each time.
@@ -258,9 +309,14 @@ class Core {
     Py_DECREF(cancelled);
     if (skip) return;
     // _run reports an Exception itself; only SystemExit and the like come out.
-    PyObject* result = debug_runner_ && debug_runner_->get() != nullptr
-                           ? PyObject_CallOneArg(debug_runner_->get(), handle)
-                           : PyObject_CallMethodNoArgs(handle, run_name);
+    PyObject* result = nullptr;
+    if (debug_runner_ && debug_runner_->get() != nullptr) {
+      // Owned for the call: the runner may call set_debug(False), which drops the Core's.
+      py::object runner = py::reinterpret_borrow<py::object>(debug_runner_->get());
+      result = PyObject_CallOneArg(runner.ptr(), handle);
+    } else {
+      result = PyObject_CallMethodNoArgs(handle, run_name);
+    }
     if (result == nullptr) return keep(py::error_already_set());
     Py_DECREF(result);
   }
@@ -311,16 +367,19 @@ void setup_gc(PyHeapTypeObject* heap_type) {
     if (Core* core = core_of(self)) core->clear();
     return 0;
   };
-  // tp_dealloc is inherited from pybind11's base type only later, in PyType_Ready.
+  // pybind11 leaves tp_dealloc to be inherited from its base type in PyType_Ready; this one
+  // names that function, since Py_TYPE(self)->tp_base is Core itself for a subclass.
   type->tp_dealloc = [](PyObject* self) {
     PyObject_GC_UnTrack(self);
-    Py_TYPE(self)->tp_base->tp_dealloc(self);
+    py::detail::pybind11_object_dealloc(self);
   };
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_corio, m) {
+  main_thread_ident =
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.doc() = "corio's event loop core; use the corio package, not this module";
   py::class_<Core>(m, "Core", py::custom_type_setup(&setup_gc))
       .def(py::init<>())

@@ -5,6 +5,7 @@ import asyncio
 import errno
 import gc
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -338,6 +339,66 @@ class CorioLoopTest(unittest.TestCase):
                 self.loop.add_reader(f, lambda: None)
             self.assertNotIn(f.fileno(), self.loop._selector.get_map())
 
+    @unittest.skipUnless(sys.platform.startswith("linux"), "epoll's rule")
+    def test_add_reader_on_a_device_epoll_refuses_raises(self):
+        with open(os.devnull, "rb") as f:
+            with self.assertRaises(PermissionError):
+                self.loop.add_reader(f, lambda: None)
+            self.assertNotIn(f.fileno(), self.loop._selector.get_map())
+
+    def test_a_registration_that_cannot_be_modified_is_dropped(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.loop.add_reader(b.fileno(), lambda: None)
+        number = b.detach()
+        os.close(number)  # behind the loop's back
+        with self.assertRaises(OSError) as caught:
+            self.loop.add_writer(number, lambda: None)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
+        # As selectors does: the key goes, and with it every watcher.
+        self.assertNotIn(number, self.loop._selector.get_map())
+        self.assertFalse(self.loop.remove_reader(number))
+
+    def test_registering_a_registered_object_closed_since_is_a_key_error(self):
+        selector = self.loop._selector
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        selector.register(b, selectors.EVENT_READ)
+        b.close()
+        with self.assertRaises(KeyError):
+            selector.register(b, selectors.EVENT_READ)
+        selector.unregister(b)
+
+    def test_a_subclass_of_the_core_is_freed(self):
+        class Core(corio._corio.Core):
+            pass
+
+        core = Core()
+        core.call_soon(lambda: None)
+        ref = weakref.ref(core)
+        del core
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_a_loop_run_from_a_finalizer_at_interpreter_exit(self):
+        # Module teardown frees objects on the finalizing thread, which may still run a loop.
+        script = textwrap.dedent("""
+            import asyncio, corio
+
+            class RunsALoopWhenFreed:
+                def __del__(self):
+                    loop = corio.EventLoop()
+                    loop.run_until_complete(asyncio.sleep(0.01))
+                    loop.close()
+                    print("ran", flush=True)
+
+            kept = RunsALoopWhenFreed()
+        """)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        done = subprocess.run([sys.executable, "-c", script], env=env,
+                              capture_output=True, timeout=60)
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, b"ran\n", b""))
+
     def test_debug_mode_logs_slow_callbacks(self):
         self.loop.set_debug(True)
         self.loop.slow_callback_duration = 0.01
@@ -365,6 +426,12 @@ class CorioLoopTest(unittest.TestCase):
             a.close()
             b.close()
 
+    # CPython 3.11 ends a daemon thread that wants the GIL during exit with pthread_exit, a
+    # forced unwind through pybind11's dispatcher: UBSan flags pybind11's catch of
+    # abi::__forced_unwind (a reference bound to null) and ASan trips on stack shadow the
+    # unwind left poisoned (google/sanitizers#1669). Both are about the unwind, not corio.
+    @unittest.skipIf("libasan" in os.environ.get("LD_PRELOAD", ""),
+                     "pthread_exit's forced unwind under ASan/UBSan")
     def test_a_loop_in_a_daemon_thread_at_interpreter_exit(self):
         script = textwrap.dedent("""
             import asyncio, threading, time, corio
