@@ -118,10 +118,7 @@ class _Selector(selectors.BaseSelector):
         raise RuntimeError("corio's loop waits for descriptors itself; select() is not used")
 
     def get_key(self, fileobj):
-        try:
-            return self._keys[self._lookup(fileobj)]
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
+        return self.get_map()[fileobj]
 
     def get_map(self):
         return _SelectorMapping(self)

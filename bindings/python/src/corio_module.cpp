@@ -136,26 +136,14 @@ class Core {
           PyEval_RestoreThread(waiting_thread_);
         });
   }
-#if defined(__linux__)
-  ~Core() {
-    if (epoll_probe_ >= 0) ::close(epoll_probe_);
-  }
-#endif
+  ~Core() { close_probe(); }
   Core(const Core&) = delete;
   Core& operator=(const Core&) = delete;
 
-  double time() const {
-    return loop_.time();
-  }
-  std::string backend_name() const {
-    return std::string(corio::SelectedBackend::kName);
-  }
-  bool closed() const {
-    return loop_.is_closed();
-  }
-  std::size_t timer_count() const {
-    return timers_.size();
-  }
+  double time() const { return loop_.time(); }
+  std::string backend_name() const { return std::string(corio::SelectedBackend::kName); }
+  bool closed() const { return loop_.is_closed(); }
+  std::size_t timer_count() const { return timers_.size(); }
 
   // An asyncio.Handle, run on the loop unless cancelled by then. asyncio's call_soon is not
   // thread-safe (no wake-up), but a call from another thread must not corrupt the loop,
@@ -205,16 +193,12 @@ class Core {
     check_watchable(fd);
     corio::add_reader(loop_, fd, watcher(std::move(callback)));
   }
-  bool remove_reader(int fd) {
-    return corio::remove_reader(loop_, fd);
-  }
+  bool remove_reader(int fd) { return corio::remove_reader(loop_, fd); }
   void add_writer(int fd, py::object callback) {
     check_watchable(fd);
     corio::add_writer(loop_, fd, watcher(std::move(callback)));
   }
-  bool remove_writer(int fd) {
-    return corio::remove_writer(loop_, fd);
-  }
+  bool remove_writer(int fd) { return corio::remove_writer(loop_, fd); }
 
   // Debug mode (asyncio's slow-callback report): each handle is run through `runner`
   // (runner(handle) runs and times it) instead of handle._run(). None turns it off.
@@ -243,9 +227,7 @@ class Core {
   }
 
   // Python's garbage collector (tp_traverse / tp_clear of Core).
-  int traverse(visitproc visit, void* arg) const {
-    return PyRef::visit_all(refs_, visit, arg);
-  }
+  int traverse(visitproc visit, void* arg) const { return PyRef::visit_all(refs_, visit, arg); }
   void clear() {
     // Cancelling drops callbacks, whose finalizers may call back in: not while iterating.
     auto timers = std::exchange(timers_, {});
@@ -293,8 +275,13 @@ class Core {
     ::epoll_ctl(epoll_probe_, EPOLL_CTL_DEL, fd, &event);
     return 0;
   }
+  void close_probe() noexcept {
+    if (epoll_probe_ >= 0) ::close(epoll_probe_);
+  }
   static constexpr int kNoProbe = -2;
   int epoll_probe_ = kNoProbe;  // created on first use, closed with the Core
+#else
+  void close_probe() noexcept {}
 #endif
 
   // The C API with interned names: this runs once per callback, and pybind11's attr() would
