@@ -1,7 +1,9 @@
 // Tests of what only the readiness backends (epoll, kqueue: backends/posix) promise beyond
 // the conformance suite, where a completion backend keeps its own reference to the file and
 // behaves otherwise: operations waiting on a descriptor closed behind the backend's back end
-// when accept() hands out that number again.
+// when accept() hands out that number again; and a wait re-armed after an edge (as every
+// add_reader watcher is, after each callback) is answered by one poll() for all such waits
+// before the next wait, rather than one poll() each.
 // On other backends it compiles to one skipped test; it must never run there.
 #include <gtest/gtest.h>
 
@@ -13,10 +15,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace corio {
 namespace {
@@ -96,6 +101,162 @@ TEST(ReadinessBackend, AnAcceptReusingAClosedNumberEndsWhatWaitedOnTheOldFile) {
   ::close(client);
   ::close(listener);
   ::close(pair[1]);
+}
+
+constexpr core::Nanos kLongWait = 5'000'000'000;  // far longer than any answer here takes
+
+struct SocketPair {
+  int fds[2] = {-1, -1};
+  SocketPair() {
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  }
+  SocketPair(const SocketPair&) = delete;
+  SocketPair& operator=(const SocketPair&) = delete;
+  ~SocketPair() {
+    for (int fd : fds)
+      if (fd >= 0) ::close(fd);
+  }
+  int ours() const { return fds[0]; }
+  int peer() const { return fds[1]; }
+};
+
+// Waits (in slices) until op has completed; false after 10 s.
+bool settle(SelectedBackend& backend, const CountedOp& op) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (op.completions == 0 && std::chrono::steady_clock::now() < deadline)
+    backend.wait(10'000'000);
+  return op.completions == 1;
+}
+
+// Leaves fd's readable flag set the way a watcher finds it after its callback: a wait that
+// an edge answered.
+void see_readable_edge(SelectedBackend& backend, int fd) {
+  CountedOp watcher(OpCode::wait_readable, fd);
+  if (!backend.start(watcher)) {
+    ASSERT_TRUE(settle(backend, watcher));
+  }
+}
+
+// The owner read everything itself after the edge: a re-armed wait must not take the old
+// edge for readiness, and must complete when new data comes.
+TEST(ReadinessBackend, AWaitReArmedAfterItsOwnerDrainedWaitsForTheNextEdge) {
+  SelectedBackend backend;
+  SocketPair pair;
+  ASSERT_EQ(::send(pair.peer(), "ab", 2, 0), 2);
+  see_readable_edge(backend, pair.ours());
+  char got[8];
+  ASSERT_EQ(::recv(pair.ours(), got, sizeof got, 0), 2);
+
+  CountedOp rearmed(OpCode::wait_readable, pair.ours());
+  ASSERT_FALSE(backend.start(rearmed));
+  EXPECT_EQ(backend.wait(0), 0u);
+  EXPECT_EQ(backend.wait(1'000'000), 0u);
+  EXPECT_EQ(rearmed.completions, 0);
+  EXPECT_EQ(backend.in_flight(), 1u);
+
+  ASSERT_EQ(::send(pair.peer(), "c", 1, 0), 1);
+  ASSERT_TRUE(settle(backend, rearmed));
+  EXPECT_EQ(rearmed.result, 0);
+  EXPECT_EQ(::recv(pair.ours(), got, sizeof got, 0), 1);  // waiting consumed nothing
+}
+
+// The owner left data behind, so no new edge will come: the next wait must answer the
+// re-armed wait itself, without sleeping for its timeout.
+TEST(ReadinessBackend, AWaitReArmedWithDataLeftCompletesInTheNextWait) {
+  SelectedBackend backend;
+  SocketPair pair;
+  ASSERT_EQ(::send(pair.peer(), "abcd", 4, 0), 4);
+  see_readable_edge(backend, pair.ours());
+  char got[8];
+  ASSERT_EQ(::recv(pair.ours(), got, 1, 0), 1);
+
+  CountedOp rearmed(OpCode::wait_readable, pair.ours());
+  ASSERT_FALSE(backend.start(rearmed));  // answered with the others before the next wait
+  EXPECT_EQ(backend.wait(kLongWait), 1u);
+  EXPECT_EQ(rearmed.completions, 1);
+  EXPECT_EQ(rearmed.result, 0);
+  EXPECT_EQ(::recv(pair.ours(), got, sizeof got, 0), 3);
+}
+
+// Many watchers re-armed in one iteration, some over data left behind and some drained: one
+// wait answers exactly the first kind, and the others still see their next edge.
+TEST(ReadinessBackend, ManyReArmedWaitsAreAnsweredTogether) {
+  SelectedBackend backend;
+  constexpr int kPairs = 40;
+  std::vector<SocketPair> pairs(kPairs);
+  char got[8];
+  for (SocketPair& pair : pairs) {
+    ASSERT_EQ(::send(pair.peer(), "xy", 2, 0), 2);
+    see_readable_edge(backend, pair.ours());
+  }
+  for (int i = 0; i < kPairs; ++i)
+    ASSERT_EQ(::recv(pairs[i].ours(), got, i % 2 == 0 ? 2 : 1, 0), i % 2 == 0 ? 2 : 1);
+
+  std::vector<CountedOp> rearmed;
+  rearmed.reserve(kPairs);
+  for (SocketPair& pair : pairs) rearmed.emplace_back(OpCode::wait_readable, pair.ours());
+  int inline_done = 0;
+  for (CountedOp& op : rearmed) inline_done += backend.start(op) ? 1 : 0;
+  EXPECT_EQ(inline_done, 0);
+  EXPECT_EQ(backend.wait(kLongWait), static_cast<std::size_t>(kPairs / 2));
+  for (int i = 0; i < kPairs; ++i) EXPECT_EQ(rearmed[i].completions, i % 2) << "pair " << i;
+  EXPECT_EQ(backend.wait(0), 0u);
+
+  for (int i = 0; i < kPairs; i += 2) ASSERT_EQ(::send(pairs[i].peer(), "z", 1, 0), 1);
+  for (int i = 0; i < kPairs; i += 2) EXPECT_TRUE(settle(backend, rearmed[i])) << "pair " << i;
+  EXPECT_EQ(backend.in_flight(), 0u);
+}
+
+// The same for writers: a writable edge seen, then the owner filled the send buffer.
+TEST(ReadinessBackend, AWritableWaitReArmedOverAFullBufferWaitsForRoom) {
+  SelectedBackend backend;
+  SocketPair pair;
+  CountedOp first(OpCode::wait_writable, pair.ours());
+  if (!backend.start(first)) {
+    ASSERT_TRUE(settle(backend, first));
+  }
+  std::vector<char> chunk(65536, 'x');
+  while (::send(pair.ours(), chunk.data(), chunk.size(), 0) > 0) {
+  }
+
+  CountedOp rearmed(OpCode::wait_writable, pair.ours());
+  ASSERT_FALSE(backend.start(rearmed));
+  EXPECT_EQ(backend.wait(0), 0u);
+  EXPECT_EQ(rearmed.completions, 0);
+  while (::recv(pair.peer(), chunk.data(), chunk.size(), 0) > 0) {
+  }
+  ASSERT_TRUE(settle(backend, rearmed));
+  EXPECT_EQ(rearmed.result, 0);
+}
+
+// Closing a descriptor whose re-armed wait is still to be checked cancels that wait once; a
+// new file given the same number inherits nothing of it.
+TEST(ReadinessBackend, ClosingADescriptorWithAWaitToRecheckCancelsItOnce) {
+  SelectedBackend backend;
+  auto pair = std::make_unique<SocketPair>();
+  ASSERT_EQ(::send(pair->peer(), "ab", 2, 0), 2);
+  see_readable_edge(backend, pair->ours());
+
+  const int number = pair->ours();
+  CountedOp rearmed(OpCode::wait_readable, number);
+  ASSERT_FALSE(backend.start(rearmed));
+  backend.close(number);
+  pair->fds[0] = -1;
+  EXPECT_EQ(rearmed.completions, 1);
+  EXPECT_EQ(rearmed.result, -ECANCELED);
+  EXPECT_EQ(rearmed.state, OpState::cancelled);
+
+  SocketPair reused;
+  ASSERT_EQ(reused.ours(), number);  // the lowest free number
+  CountedOp fresh(OpCode::wait_readable, number);
+  ASSERT_FALSE(backend.start(fresh));
+  EXPECT_EQ(backend.wait(1'000'000), 0u);
+  EXPECT_EQ(rearmed.completions, 1);
+  EXPECT_EQ(fresh.completions, 0);
+  ASSERT_EQ(::send(reused.peer(), "c", 1, 0), 1);
+  EXPECT_TRUE(settle(backend, fresh));
+  backend.close(number);
+  reused.fds[0] = -1;
 }
 
 }  // namespace

@@ -69,6 +69,8 @@ void EpollBackend::unwatch(int fd, posix::HandleState& state) {
 }
 
 std::size_t EpollBackend::wait(core::Nanos timeout) {
+  const std::size_t rechecked = recheck_waits();
+  if (rechecked > 0) timeout = 0;  // they are this wait's news: collect the rest, don't sleep
   auto* events = static_cast<epoll_event*>(events_);
   int n;
   if (timeout == 0) {
@@ -92,7 +94,7 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     }
   }
   if (n < 0) {
-    if (errno == EINTR) return 0;
+    if (errno == EINTR) return rechecked;
     throw_os_error(errno, "epoll_wait");
   }
   const std::size_t before = in_flight();
@@ -109,7 +111,7 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/true, hung_up);
     if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/false, hung_up);
   }
-  return before - in_flight();
+  return rechecked + before - in_flight();
 }
 
 void EpollBackend::wake() noexcept {

@@ -83,6 +83,8 @@ void KqueueBackend::unwatch(int fd, posix::HandleState& state) {
 }
 
 std::size_t KqueueBackend::wait(core::Nanos timeout) {
+  const std::size_t rechecked = recheck_waits();
+  if (rechecked > 0) timeout = 0;  // they are this wait's news: collect the rest, don't sleep
   std::vector<struct kevent>& changes = lists_->changes;
   std::vector<struct kevent>& events = lists_->events;
   if (events.size() < changes.size()) events.resize(changes.size());
@@ -111,7 +113,7 @@ std::size_t KqueueBackend::wait(core::Nanos timeout) {
     throw_os_error(error, "kevent");
   }
   changes.clear();
-  if (n < 0) return 0;  // EINTR
+  if (n < 0) return rechecked;  // EINTR
   const std::size_t before = in_flight();
   for (int i = 0; i < n; ++i) {
     const struct kevent& event = events[static_cast<std::size_t>(i)];
@@ -135,7 +137,7 @@ std::size_t KqueueBackend::wait(core::Nanos timeout) {
     }
     on_edge(fd, reader, (event.flags & EV_EOF) != 0);
   }
-  return before - in_flight();
+  return rechecked + before - in_flight();
 }
 
 void KqueueBackend::wake() noexcept {

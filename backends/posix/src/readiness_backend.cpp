@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -135,9 +134,20 @@ std::int64_t attempt(Operation& op) {
   }
 }
 
-bool ready_now(int fd, bool reader) {
-  pollfd p{fd, static_cast<short>(reader ? POLLIN : POLLOUT), 0};
-  return ::poll(&p, 1, 0) > 0;
+void poll_now(pollfd* fds, std::size_t count) {
+  // poll() refuses more entries than RLIMIT_NOFILE, whose soft limit is often 1024, and a
+  // descriptor can be here once per direction: ask in slices that never exceed it.
+  constexpr std::size_t kSlice = 512;
+  for (std::size_t first = 0; first < count; first += kSlice) {
+    const std::size_t n = count - first < kSlice ? count - first : kSlice;
+    while (::poll(fds + first, static_cast<nfds_t>(n), 0) < 0) {
+      if (errno == EINTR) continue;
+      // Only EFAULT or ENOMEM remain: call these ready, so their operations retry and meet
+      // whatever is wrong themselves rather than wait for an edge that may never come.
+      for (std::size_t i = first; i < first + n; ++i) fds[i].revents = fds[i].events;
+      break;
+    }
+  }
 }
 
 bool is_stream_socket(int fd) {

@@ -9,9 +9,12 @@
 //   void watch(int fd, HandleState& state, bool reader);   // throws corio::OSError if fd
 //                                                         // cannot be watched at all
 //   void unwatch(int fd, HandleState& state);             // fd is about to be closed
-// and calls on_edge() for what its wait reported. This code must never call into the runtime:
-// it only moves Operations and calls on_complete.
+// and calls recheck_waits() as its wait() begins (forcing a zero timeout when that completed
+// anything) and on_edge() for what its wait reported. This code must never call into the
+// runtime: it only moves Operations and calls on_complete.
 #pragma once
+
+#include <poll.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -25,9 +28,9 @@ namespace corio::backends::posix {
 
 // One attempt at op's syscall on a non-blocking descriptor; -EAGAIN when it would block.
 std::int64_t attempt(core::Operation& op);
-// Is fd readable (reader) or writable right now? Hang-ups and errors count: an operation
-// would not block.
-bool ready_now(int fd, bool reader);
+// Fills each entry's revents with what is true of its descriptor right now, in one poll()
+// that never blocks. Hang-ups and errors show: an operation would not block on them.
+void poll_now(pollfd* fds, std::size_t count);
 bool is_stream_socket(int fd);
 void close_descriptor(int fd);
 
@@ -74,8 +77,14 @@ struct HandleState {
   // read is no data, so a short read does not show it, and it raises no new edge.
   bool drained = false;
   bool hung_up = false;  // the kernel reported a hang-up or an error
+  // Directions (kRecheckReader, kRecheckWriter) where a wait op is queued behind a readiness
+  // flag that may be stale, to be checked before the next wait (recheck_waits).
+  std::uint8_t recheck = 0;
   enum class Kind : std::uint8_t { unknown, stream_socket, other } kind = Kind::unknown;
 };
+
+inline constexpr std::uint8_t kRecheckReader = 1;
+inline constexpr std::uint8_t kRecheckWriter = 2;
 
 template <class Backend>
 class ReadinessBackend {
@@ -103,6 +112,10 @@ class ReadinessBackend {
   // The kernel refused to watch fd in this direction: the operations waiting for it end
   // with that error instead of waiting forever.
   void fail_waiting(int fd, bool reader, int error);
+  // Answers the wait ops queued behind a readiness flag since the last wait, all with one
+  // poll(): those whose descriptor is ready complete, the rest wait for the next edge.
+  // Returns how many operations completed.
+  std::size_t recheck_waits();
 
  private:
   Backend& backend() { return static_cast<Backend&>(*this); }
@@ -115,6 +128,11 @@ class ReadinessBackend {
 
   std::size_t in_flight_ = 0;
   std::vector<HandleState> fds_;
+  // Descriptors to recheck before the next wait (one entry per direction) and the batch being
+  // answered now: two vectors, so an op started from a completion joins the next batch
+  // without disturbing this one, and neither allocates once grown.
+  std::vector<pollfd> rechecks_;
+  std::vector<pollfd> rechecking_;
 };
 
 template <class Backend>
@@ -206,12 +224,13 @@ bool ReadinessBackend<Backend>::start(core::Operation& op) {
   if (queue.empty()) {
     if (is_wait(op.code)) {
       // The flag only says an edge arrived; the owner may have drained the handle with its
-      // own syscalls since (add_reader users do), so check before answering "ready".
-      if (ready) ready = ready_now(fd, reader);
-      if (ready) {
-        op.result = 0;
-        op.state = core::OpState::completed;
-        return true;
+      // own syscalls since (add_reader users do, and re-arm after every callback). Asking
+      // the kernel here would cost a poll() per watcher per callback: the op waits instead,
+      // and recheck_waits() asks for all of them at once before the next wait.
+      const std::uint8_t bit = reader ? kRecheckReader : kRecheckWriter;
+      if (ready && (state.recheck & bit) == 0) {
+        state.recheck |= bit;
+        rechecks_.push_back({fd, static_cast<short>(reader ? POLLIN : POLLOUT), 0});
       }
     } else if (!(state.drained && is_stream_recv(op.code))) {
       const std::int64_t r = attempt(op);
@@ -284,6 +303,32 @@ void ReadinessBackend<Backend>::fail_waiting(int fd, bool reader, int error) {
     unlink(queue, *op);
     finish(*op, -static_cast<std::int64_t>(error));
   }
+}
+
+template <class Backend>
+std::size_t ReadinessBackend<Backend>::recheck_waits() {
+  if (rechecks_.empty()) return 0;
+  rechecking_.swap(rechecks_);
+  poll_now(rechecking_.data(), rechecking_.size());
+  const std::size_t before = in_flight_;
+  for (const pollfd& entry : rechecking_) {
+    HandleState& state = state_for(entry.fd);
+    const bool reader = entry.events == POLLIN;
+    const std::uint8_t bit = reader ? kRecheckReader : kRecheckWriter;
+    // Cleared: the descriptor was closed or forgotten since, or an earlier entry for the same
+    // file and direction has been answered.
+    if ((state.recheck & bit) == 0) continue;
+    state.recheck &= static_cast<std::uint8_t>(~bit);
+    bool& ready = reader ? state.readable : state.writable;
+    if (entry.revents == 0) {
+      ready = false;  // drained by its owner: the next edge will say when
+      continue;
+    }
+    if (reader) state.drained = false;
+    drain(entry.fd, reader ? state.readers : state.writers, ready);
+  }
+  rechecking_.clear();
+  return before - in_flight_;
 }
 
 template <class Backend>
