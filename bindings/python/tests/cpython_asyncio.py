@@ -1,7 +1,7 @@
 """CPython's own asyncio test suite (test.test_asyncio), run on corio's event loop.
 
 Two kinds of module: those that test a loop class directly (test_events, test_sock_lowlevel,
-test_sendfile, test_server) get a corio twin of their selector-loop test class, as CPython
+test_sendfile, test_server, test_buffered_proto) get a corio twin of their selector-loop test class, as CPython
 tests each of its loops; the others make their loops through the event-loop policy, which
 is corio's here (a module's tearDownModule resetting the policy gets corio's back). Every
 test must pass, and each module must have run tests on a corio loop, or this fails: a
@@ -37,7 +37,11 @@ LOOP_CLASS_MODULES = {
     "test_sock_lowlevel": lambda m: (m.BaseSockTestsMixin, test_utils.TestCase),
     "test_sendfile": lambda m: (m.SendfileTestsBase, test_utils.TestCase),
     "test_server": lambda m: (m.BaseStartServer, unittest.TestCase),
+    "test_buffered_proto": lambda m: (m.BaseTestBufferedProtocol, unittest.TestCase),
 }
+# Those of them whose test class asks for its loop with new_loop() (the rest use
+# create_event_loop()).
+NEW_LOOP_MODULES = {"test_server", "test_buffered_proto"}
 
 loops_made = collections.Counter()  # module -> tests that made at least one corio loop
 current_test = [None]
@@ -75,7 +79,7 @@ class _Result(unittest.TextTestResult):
 
 def corio_twin(name, module):
     bases = LOOP_CLASS_MODULES[name](module)
-    loop_method = "new_loop" if name == "test_server" else "create_event_loop"
+    loop_method = "new_loop" if name in NEW_LOOP_MODULES else "create_event_loop"
     twin = type("CorioLoopTests", bases, {loop_method: lambda self: corio.EventLoop()})
     twin.__module__ = name  # so the counter files its loops under this module
     return twin
