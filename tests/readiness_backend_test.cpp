@@ -12,9 +12,11 @@
 #if defined(CORIO_BACKEND_READINESS)
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -104,6 +106,8 @@ TEST(ReadinessBackend, AnAcceptReusingAClosedNumberEndsWhatWaitedOnTheOldFile) {
 }
 
 constexpr core::Nanos kLongWait = 5'000'000'000;  // far longer than any answer here takes
+// A wait that had something to answer returned without sleeping out kLongWait.
+constexpr auto kDidNotSleep = std::chrono::milliseconds(2500);
 
 struct SocketPair {
   int fds[2] = {-1, -1};
@@ -172,7 +176,9 @@ TEST(ReadinessBackend, AWaitReArmedWithDataLeftCompletesInTheNextWait) {
 
   CountedOp rearmed(OpCode::wait_readable, pair.ours());
   ASSERT_FALSE(backend.start(rearmed));  // answered with the others before the next wait
+  const auto started = std::chrono::steady_clock::now();
   EXPECT_EQ(backend.wait(kLongWait), 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, kDidNotSleep);
   EXPECT_EQ(rearmed.completions, 1);
   EXPECT_EQ(rearmed.result, 0);
   EXPECT_EQ(::recv(pair.ours(), got, sizeof got, 0), 3);
@@ -198,7 +204,9 @@ TEST(ReadinessBackend, ManyReArmedWaitsAreAnsweredTogether) {
   int inline_done = 0;
   for (CountedOp& op : rearmed) inline_done += backend.start(op) ? 1 : 0;
   EXPECT_EQ(inline_done, 0);
+  const auto started = std::chrono::steady_clock::now();
   EXPECT_EQ(backend.wait(kLongWait), static_cast<std::size_t>(kPairs / 2));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, kDidNotSleep);
   for (int i = 0; i < kPairs; ++i) EXPECT_EQ(rearmed[i].completions, i % 2) << "pair " << i;
   EXPECT_EQ(backend.wait(0), 0u);
 
@@ -240,14 +248,16 @@ TEST(ReadinessBackend, ClosingADescriptorWithAWaitToRecheckCancelsItOnce) {
   const int number = pair->ours();
   CountedOp rearmed(OpCode::wait_readable, number);
   ASSERT_FALSE(backend.start(rearmed));
+  SocketPair reused;  // opened first, so it cannot take the number that is closed next
   backend.close(number);
   pair->fds[0] = -1;
   EXPECT_EQ(rearmed.completions, 1);
   EXPECT_EQ(rearmed.result, -ECANCELED);
   EXPECT_EQ(rearmed.state, OpState::cancelled);
 
-  SocketPair reused;
-  ASSERT_EQ(reused.ours(), number);  // the lowest free number
+  ASSERT_EQ(::dup2(reused.ours(), number), number);  // a new file behind the same number
+  ::close(reused.fds[0]);
+  reused.fds[0] = number;
   CountedOp fresh(OpCode::wait_readable, number);
   ASSERT_FALSE(backend.start(fresh));
   EXPECT_EQ(backend.wait(1'000'000), 0u);
@@ -257,6 +267,87 @@ TEST(ReadinessBackend, ClosingADescriptorWithAWaitToRecheckCancelsItOnce) {
   EXPECT_TRUE(settle(backend, fresh));
   backend.close(number);
   reused.fds[0] = -1;
+}
+
+// A re-armed wait and a fresh edge for the same descriptor in one wait(): it completes once,
+// and a recv queued behind it gets the data.
+TEST(ReadinessBackend, ARecheckAndAnEdgeInOneWaitCompleteTheWaitOnce) {
+  SelectedBackend backend;
+  SocketPair pair;
+  ASSERT_EQ(::send(pair.peer(), "ab", 2, 0), 2);
+  see_readable_edge(backend, pair.ours());
+  char got[8];
+  ASSERT_EQ(::recv(pair.ours(), got, sizeof got, 0), 2);
+
+  CountedOp rearmed(OpCode::wait_readable, pair.ours());
+  ASSERT_FALSE(backend.start(rearmed));
+  char into[8] = {};
+  CountedOp recv(OpCode::recv, pair.ours());
+  recv.buffer = into;
+  recv.length = sizeof into;
+  ASSERT_FALSE(backend.start(recv));              // queued behind the wait, in order
+  ASSERT_EQ(::send(pair.peer(), "cd", 2, 0), 2);  // readable for the recheck and a new edge
+  ASSERT_TRUE(settle(backend, recv));
+  EXPECT_EQ(rearmed.completions, 1);
+  EXPECT_EQ(rearmed.result, 0);
+  EXPECT_EQ(recv.result, 2);
+  EXPECT_EQ(std::string(into, 2), "cd");
+  for (int i = 0; i < 3; ++i) backend.wait(1'000'000);
+  EXPECT_EQ(rearmed.completions, 1);
+  EXPECT_EQ(backend.in_flight(), 0u);
+}
+
+// More rechecks than RLIMIT_NOFILE allows in one poll() (a descriptor is there once per
+// direction): they are still answered one by one, and only the ready ones complete.
+TEST(ReadinessBackend, MoreRechecksThanTheDescriptorLimitAreAnsweredExactly) {
+  constexpr int kPairs = 40;
+  std::vector<SocketPair> pairs(kPairs);
+  SelectedBackend backend;
+  int highest = 0;
+  for (SocketPair& pair : pairs) highest = std::max({highest, pair.ours(), pair.peer()});
+  // Every end of every pair has a drained reader and a writable writer re-armed: 4 entries
+  // per pair, over twice the limit set below, which still admits every descriptor open.
+  std::vector<CountedOp> readers;
+  std::vector<CountedOp> writers;
+  readers.reserve(2 * kPairs);
+  writers.reserve(2 * kPairs);
+  char got[8];
+  for (SocketPair& pair : pairs) {
+    for (int end : pair.fds) {
+      const int other = end == pair.ours() ? pair.peer() : pair.ours();
+      ASSERT_EQ(::send(other, "x", 1, 0), 1);
+      see_readable_edge(backend, end);
+      ASSERT_EQ(::recv(end, got, sizeof got, 0), 1);
+      CountedOp first(OpCode::wait_writable, end);
+      if (!backend.start(first)) {
+        ASSERT_TRUE(settle(backend, first));
+      }
+    }
+  }
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(highest + 8);
+  ASSERT_LT(low.rlim_cur, static_cast<rlim_t>(4 * kPairs));
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  for (SocketPair& pair : pairs) {
+    for (int end : pair.fds) {
+      readers.emplace_back(OpCode::wait_readable, end);
+      writers.emplace_back(OpCode::wait_writable, end);
+      EXPECT_FALSE(backend.start(readers.back()));
+      EXPECT_FALSE(backend.start(writers.back()));
+    }
+  }
+  const std::size_t completed = backend.wait(0);
+  ::setrlimit(RLIMIT_NOFILE, &saved);
+  EXPECT_EQ(completed, writers.size());
+  int readers_done = 0;
+  int writers_done = 0;
+  for (const CountedOp& op : readers) readers_done += op.completions;
+  for (const CountedOp& op : writers) writers_done += op.completions;
+  EXPECT_EQ(readers_done, 0);  // drained: a reader answered "ready" here was a spurious wake-up
+  EXPECT_EQ(writers_done, static_cast<int>(writers.size()));
+  for (CountedOp& op : readers) backend.cancel(op);
 }
 
 }  // namespace

@@ -249,8 +249,10 @@ WaitReady wait_writable(Socket& sock) {
 // --- add_reader / add_writer -------------------------------------------------------
 // Each registration is a heap object holding a wait Operation. The op completes inside the
 // backend's dispatch; the callback runs later from the ready queue, and only then is the
-// wait started again, so a callback that leaves the handle ready is called once per loop
-// iteration (level-triggered), and one that drains it is not called again until new data.
+// wait started again, so a callback that leaves the handle ready is called again after the
+// next poll of the backend (level-triggered: every iteration that polls, which is every
+// iteration with nothing else ready or with poll_every_iteration), and one that drains it is
+// not called again until new data.
 
 namespace {
 

@@ -134,18 +134,20 @@ std::int64_t attempt(Operation& op) {
   }
 }
 
-void poll_now(pollfd* fds, std::size_t count) {
-  // poll() refuses more entries than RLIMIT_NOFILE, whose soft limit is often 1024, and a
-  // descriptor can be here once per direction: ask in slices that never exceed it.
-  constexpr std::size_t kSlice = 512;
-  for (std::size_t first = 0; first < count; first += kSlice) {
-    const std::size_t n = count - first < kSlice ? count - first : kSlice;
-    while (::poll(fds + first, static_cast<nfds_t>(n), 0) < 0) {
-      if (errno == EINTR) continue;
-      // Only EFAULT or ENOMEM remain: call these ready, so their operations retry and meet
-      // whatever is wrong themselves rather than wait for an edge that may never come.
+void poll_now(pollfd* fds, std::size_t count, std::size_t& slice) {
+  for (std::size_t first = 0; first < count;) {
+    const std::size_t n = count - first < slice ? count - first : slice;
+    if (::poll(fds + first, static_cast<nfds_t>(n), 0) >= 0) {
+      first += n;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EINVAL && n > 1) {
+      slice = n / 2;  // more entries than RLIMIT_NOFILE allows: ask in smaller slices
+    } else {
+      // ENOMEM or EFAULT: call these ready, so their operations retry and meet whatever is
+      // wrong themselves rather than wait for an edge that may never come.
       for (std::size_t i = first; i < first + n; ++i) fds[i].revents = fds[i].events;
-      break;
+      first += n;
     }
   }
 }

@@ -28,9 +28,11 @@ namespace corio::backends::posix {
 
 // One attempt at op's syscall on a non-blocking descriptor; -EAGAIN when it would block.
 std::int64_t attempt(core::Operation& op);
-// Fills each entry's revents with what is true of its descriptor right now, in one poll()
-// that never blocks. Hang-ups and errors show: an operation would not block on them.
-void poll_now(pollfd* fds, std::size_t count);
+// Fills each entry's revents with what is true of its descriptor right now, with poll()
+// calls that never block, at most `slice` entries each. poll() refuses more entries than
+// RLIMIT_NOFILE (a descriptor can be here once per direction), so a refusal halves `slice`
+// for this call and the next. Hang-ups and errors show: an operation would not block on them.
+void poll_now(pollfd* fds, std::size_t count, std::size_t& slice);
 bool is_stream_socket(int fd);
 void close_descriptor(int fd);
 
@@ -133,6 +135,7 @@ class ReadinessBackend {
   // without disturbing this one, and neither allocates once grown.
   std::vector<pollfd> rechecks_;
   std::vector<pollfd> rechecking_;
+  std::size_t poll_slice_ = 1024;
 };
 
 template <class Backend>
@@ -307,9 +310,17 @@ void ReadinessBackend<Backend>::fail_waiting(int fd, bool reader, int error) {
 
 template <class Backend>
 std::size_t ReadinessBackend<Backend>::recheck_waits() {
-  if (rechecks_.empty()) return 0;
-  rechecking_.swap(rechecks_);
-  poll_now(rechecking_.data(), rechecking_.size());
+  if (rechecks_.empty() && rechecking_.empty()) return 0;
+  if (rechecking_.empty()) {
+    rechecking_.swap(rechecks_);
+  } else {
+    // A completion threw out of the last batch: what it had not reached is still here, its
+    // bits still set, and is answered now with the rest (entries already answered have
+    // their bits cleared and are skipped).
+    rechecking_.insert(rechecking_.end(), rechecks_.begin(), rechecks_.end());
+    rechecks_.clear();
+  }
+  poll_now(rechecking_.data(), rechecking_.size(), poll_slice_);
   const std::size_t before = in_flight_;
   for (const pollfd& entry : rechecking_) {
     HandleState& state = state_for(entry.fd);
