@@ -23,6 +23,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace corio {
@@ -132,13 +133,24 @@ bool settle(SelectedBackend& backend, const CountedOp& op) {
   return op.completions == 1;
 }
 
-// Leaves fd's readable flag set the way a watcher finds it after its callback: a wait that
-// an edge answered.
-void see_readable_edge(SelectedBackend& backend, int fd) {
-  CountedOp watcher(OpCode::wait_readable, fd);
+// Leaves fd's readiness flag for `wait` (wait_readable or wait_writable) set the way a
+// watcher finds it after its callback: a wait that an edge answered.
+void see_edge(SelectedBackend& backend, int fd, OpCode wait) {
+  CountedOp watcher(wait, fd);
   if (!backend.start(watcher)) {
     ASSERT_TRUE(settle(backend, watcher));
   }
+}
+
+// What a reader's callback does: `peer` sends `sent`, the readable edge is seen, and the
+// owner reads `taken` bytes of it with its own recv (all of them drains the socket).
+void see_edge_then_read(SelectedBackend& backend, int fd, int peer, std::string_view sent,
+                        std::size_t taken) {
+  ASSERT_EQ(::send(peer, sent.data(), sent.size(), 0), static_cast<ssize_t>(sent.size()));
+  see_edge(backend, fd, OpCode::wait_readable);
+  if (taken == 0) return;
+  char got[16];
+  ASSERT_EQ(::recv(fd, got, taken, 0), static_cast<ssize_t>(taken));
 }
 
 // The owner read everything itself after the edge: a re-armed wait must not take the old
@@ -146,10 +158,7 @@ void see_readable_edge(SelectedBackend& backend, int fd) {
 TEST(ReadinessBackend, AWaitReArmedAfterItsOwnerDrainedWaitsForTheNextEdge) {
   SelectedBackend backend;
   SocketPair pair;
-  ASSERT_EQ(::send(pair.peer(), "ab", 2, 0), 2);
-  see_readable_edge(backend, pair.ours());
-  char got[8];
-  ASSERT_EQ(::recv(pair.ours(), got, sizeof got, 0), 2);
+  see_edge_then_read(backend, pair.ours(), pair.peer(), "ab", 2);
 
   CountedOp rearmed(OpCode::wait_readable, pair.ours());
   ASSERT_FALSE(backend.start(rearmed));
@@ -161,6 +170,7 @@ TEST(ReadinessBackend, AWaitReArmedAfterItsOwnerDrainedWaitsForTheNextEdge) {
   ASSERT_EQ(::send(pair.peer(), "c", 1, 0), 1);
   ASSERT_TRUE(settle(backend, rearmed));
   EXPECT_EQ(rearmed.result, 0);
+  char got[8];
   EXPECT_EQ(::recv(pair.ours(), got, sizeof got, 0), 1);  // waiting consumed nothing
 }
 
@@ -169,10 +179,7 @@ TEST(ReadinessBackend, AWaitReArmedAfterItsOwnerDrainedWaitsForTheNextEdge) {
 TEST(ReadinessBackend, AWaitReArmedWithDataLeftCompletesInTheNextWait) {
   SelectedBackend backend;
   SocketPair pair;
-  ASSERT_EQ(::send(pair.peer(), "abcd", 4, 0), 4);
-  see_readable_edge(backend, pair.ours());
-  char got[8];
-  ASSERT_EQ(::recv(pair.ours(), got, 1, 0), 1);
+  see_edge_then_read(backend, pair.ours(), pair.peer(), "abcd", 1);
 
   CountedOp rearmed(OpCode::wait_readable, pair.ours());
   ASSERT_FALSE(backend.start(rearmed));  // answered with the others before the next wait
@@ -181,6 +188,7 @@ TEST(ReadinessBackend, AWaitReArmedWithDataLeftCompletesInTheNextWait) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, kDidNotSleep);
   EXPECT_EQ(rearmed.completions, 1);
   EXPECT_EQ(rearmed.result, 0);
+  char got[8];
   EXPECT_EQ(::recv(pair.ours(), got, sizeof got, 0), 3);
 }
 
@@ -190,13 +198,8 @@ TEST(ReadinessBackend, ManyReArmedWaitsAreAnsweredTogether) {
   SelectedBackend backend;
   constexpr int kPairs = 40;
   std::vector<SocketPair> pairs(kPairs);
-  char got[8];
-  for (SocketPair& pair : pairs) {
-    ASSERT_EQ(::send(pair.peer(), "xy", 2, 0), 2);
-    see_readable_edge(backend, pair.ours());
-  }
   for (int i = 0; i < kPairs; ++i)
-    ASSERT_EQ(::recv(pairs[i].ours(), got, i % 2 == 0 ? 2 : 1, 0), i % 2 == 0 ? 2 : 1);
+    see_edge_then_read(backend, pairs[i].ours(), pairs[i].peer(), "xy", i % 2 == 0 ? 2 : 1);
 
   std::vector<CountedOp> rearmed;
   rearmed.reserve(kPairs);
@@ -219,10 +222,7 @@ TEST(ReadinessBackend, ManyReArmedWaitsAreAnsweredTogether) {
 TEST(ReadinessBackend, AWritableWaitReArmedOverAFullBufferWaitsForRoom) {
   SelectedBackend backend;
   SocketPair pair;
-  CountedOp first(OpCode::wait_writable, pair.ours());
-  if (!backend.start(first)) {
-    ASSERT_TRUE(settle(backend, first));
-  }
+  see_edge(backend, pair.ours(), OpCode::wait_writable);
   std::vector<char> chunk(65536, 'x');
   while (::send(pair.ours(), chunk.data(), chunk.size(), 0) > 0) {
   }
@@ -242,8 +242,7 @@ TEST(ReadinessBackend, AWritableWaitReArmedOverAFullBufferWaitsForRoom) {
 TEST(ReadinessBackend, ClosingADescriptorWithAWaitToRecheckCancelsItOnce) {
   SelectedBackend backend;
   auto pair = std::make_unique<SocketPair>();
-  ASSERT_EQ(::send(pair->peer(), "ab", 2, 0), 2);
-  see_readable_edge(backend, pair->ours());
+  see_edge_then_read(backend, pair->ours(), pair->peer(), "ab", 0);
 
   const int number = pair->ours();
   CountedOp rearmed(OpCode::wait_readable, number);
@@ -274,10 +273,7 @@ TEST(ReadinessBackend, ClosingADescriptorWithAWaitToRecheckCancelsItOnce) {
 TEST(ReadinessBackend, ARecheckAndAnEdgeInOneWaitCompleteTheWaitOnce) {
   SelectedBackend backend;
   SocketPair pair;
-  ASSERT_EQ(::send(pair.peer(), "ab", 2, 0), 2);
-  see_readable_edge(backend, pair.ours());
-  char got[8];
-  ASSERT_EQ(::recv(pair.ours(), got, sizeof got, 0), 2);
+  see_edge_then_read(backend, pair.ours(), pair.peer(), "ab", 2);
 
   CountedOp rearmed(OpCode::wait_readable, pair.ours());
   ASSERT_FALSE(backend.start(rearmed));
@@ -311,17 +307,10 @@ TEST(ReadinessBackend, MoreRechecksThanTheDescriptorLimitAreAnsweredExactly) {
   std::vector<CountedOp> writers;
   readers.reserve(2 * kPairs);
   writers.reserve(2 * kPairs);
-  char got[8];
   for (SocketPair& pair : pairs) {
     for (int end : pair.fds) {
-      const int other = end == pair.ours() ? pair.peer() : pair.ours();
-      ASSERT_EQ(::send(other, "x", 1, 0), 1);
-      see_readable_edge(backend, end);
-      ASSERT_EQ(::recv(end, got, sizeof got, 0), 1);
-      CountedOp first(OpCode::wait_writable, end);
-      if (!backend.start(first)) {
-        ASSERT_TRUE(settle(backend, first));
-      }
+      see_edge_then_read(backend, end, end == pair.ours() ? pair.peer() : pair.ours(), "x", 1);
+      see_edge(backend, end, OpCode::wait_writable);
     }
   }
   rlimit saved{};

@@ -1,8 +1,8 @@
 """CPython's own asyncio test suite (test.test_asyncio), run on corio's event loop.
 
 Two kinds of module: those that test a loop class directly (test_events, test_sock_lowlevel,
-test_sendfile, test_server, test_buffered_proto) get a corio twin of their selector-loop test class, as CPython
-tests each of its loops; the others make their loops through the event-loop policy, which
+test_sendfile, test_server, test_buffered_proto) get a corio twin of their selector-loop test
+class, as CPython tests each of its loops; the others make their loops through the event-loop policy, which
 is corio's here (a module's tearDownModule resetting the policy gets corio's back). Every
 test must pass, and each module must have run tests on a corio loop, or this fails: a
 module whose loops silently stopped being corio's would otherwise pass for nothing.
@@ -39,9 +39,6 @@ LOOP_CLASS_MODULES = {
     "test_server": lambda m: (m.BaseStartServer, unittest.TestCase),
     "test_buffered_proto": lambda m: (m.BaseTestBufferedProtocol, unittest.TestCase),
 }
-# Those of them whose test class asks for its loop with new_loop() (the rest use
-# create_event_loop()).
-NEW_LOOP_MODULES = {"test_server", "test_buffered_proto"}
 
 loops_made = collections.Counter()  # module -> tests that made at least one corio loop
 current_test = [None]
@@ -79,7 +76,8 @@ class _Result(unittest.TextTestResult):
 
 def corio_twin(name, module):
     bases = LOOP_CLASS_MODULES[name](module)
-    loop_method = "new_loop" if name in NEW_LOOP_MODULES else "create_event_loop"
+    # The twin overrides whichever factory its test class asks for its loop.
+    loop_method = "new_loop" if any(hasattr(b, "new_loop") for b in bases) else "create_event_loop"
     twin = type("CorioLoopTests", bases, {loop_method: lambda self: corio.EventLoop()})
     twin.__module__ = name  # so the counter files its loops under this module
     return twin
