@@ -1,5 +1,6 @@
-// epoll backend: how descriptors are watched (once, both directions, edge-triggered) and how
-// the loop waits. Attempting and retrying operations is ReadinessBackend's.
+// epoll backend: how descriptors are watched (once, both directions, edge-triggered; or
+// level-triggered in the directions something waits in) and how the loop waits. Attempting and
+// retrying operations is ReadinessBackend's.
 #include "corio/backends/epoll_backend.hpp"
 
 #include <sys/epoll.h>
@@ -19,7 +20,10 @@ namespace {
 
 constexpr int kMaxEvents = 256;
 constexpr std::uint64_t kWakeToken = ~std::uint64_t{0};
+// HandleState::watched: edge-triggered in both directions, or level-triggered in these.
 constexpr std::uint8_t kRegistered = 1;
+constexpr std::uint8_t kLevelIn = 2;
+constexpr std::uint8_t kLevelOut = 4;
 
 }  // namespace
 
@@ -56,16 +60,51 @@ void EpollBackend::watch(int fd, posix::HandleState& state, bool /*reader*/) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = static_cast<std::uint64_t>(fd);
+  count_registration_change();
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
     if (errno != EEXIST) throw_os_error(errno, "epoll_ctl(ADD)");
   }
   state.watched = kRegistered;
 }
 
+// One epoll_ctl per change of the directions watched, and none while they stay the same: a
+// watcher re-armed from its callback is back before the next wait and changes nothing.
+void EpollBackend::watch_level(int fd, posix::HandleState& state, bool reader, bool on) {
+  const std::uint8_t bit = reader ? kLevelIn : kLevelOut;
+  const std::uint8_t want =
+      on ? (state.watched | bit) : (state.watched & static_cast<std::uint8_t>(~bit));
+  if (want == state.watched) return;
+  count_registration_change();
+  if (want == 0) {
+    // Nothing waits: out of the set, or a hang-up (reported whatever the interest) would end
+    // every wait.
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    state.watched = 0;
+    return;
+  }
+  epoll_event ev{};
+  ev.events =
+      ((want & kLevelIn) ? EPOLLIN | EPOLLRDHUP : 0u) | ((want & kLevelOut) ? EPOLLOUT : 0u);
+  ev.data.u64 = static_cast<std::uint64_t>(fd);
+  int r = ::epoll_ctl(epoll_fd_, state.watched == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+  if (r < 0 && (errno == EEXIST || errno == ENOENT)) {
+    // The set and our record disagree (a file closed and reopened behind our back).
+    r = ::epoll_ctl(epoll_fd_, errno == EEXIST ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+  }
+  if (r < 0) {
+    if (on) throw_os_error(errno, "epoll_ctl");
+    // Turning a direction off for a file that is gone: nothing is left to report. Called
+    // from wait(), this must not throw.
+    state.watched = 0;
+    return;
+  }
+  state.watched = want;
+}
+
 // A descriptor shared with another process (inherited by a child) stays in the epoll set
-// after our close(), so it is taken out explicitly.
-void EpollBackend::unwatch(int fd, posix::HandleState& state) {
-  if (state.watched == kRegistered) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+// after our close(), so it is taken out explicitly, closing or not.
+void EpollBackend::unwatch(int fd, posix::HandleState& state, bool /*closing*/) {
+  if (state.watched != 0) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
 std::size_t EpollBackend::wait(core::Nanos timeout) {
@@ -107,9 +146,18 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     }
     const int fd = static_cast<int>(token);
     const std::uint32_t e = events[i].events;
+    // Level-triggered and, as we believe, out of the set (an epoll_ctl that failed left us
+    // unsure): taken out again after dispatch, or it would be reported at every wait.
+    const posix::HandleState& state = state_for(fd);
+    const bool stale = state.trigger == posix::HandleState::Trigger::level && state.watched == 0;
     const bool hung_up = (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/true, hung_up);
     if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/false, hung_up);
+    if (stale && state_for(fd).watched == 0 && state_for(fd).readers.empty() &&
+        state_for(fd).writers.empty()) {
+      count_registration_change();
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    }
   }
   return rechecked + before - in_flight();
 }

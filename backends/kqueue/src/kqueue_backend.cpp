@@ -1,5 +1,6 @@
-// kqueue backend: how descriptors are watched (per direction, edge-triggered, registered
-// through the next wait's change list) and how the loop waits. Attempting and retrying
+// kqueue backend: how descriptors are watched (per direction, edge-triggered or, for those
+// only watchers use, level-triggered; registered through the next wait's change list) and
+// how the loop waits. Attempting and retrying
 // operations is ReadinessBackend's.
 #include "corio/backends/kqueue_backend.hpp"
 
@@ -31,6 +32,12 @@ constexpr time_t kLongestWaitSeconds = 10'000'000;
 std::uint8_t watch_bit(bool reader) {
   return reader ? kWatchRead : kWatchWrite;
 }
+
+// The udata of a deletion: the file may be gone by the time the kernel applies it (closed by
+// its owner after release(), its number perhaps reused), so its error is no news (though it still
+// ends that wait early: kevent() returns at once with an error entry).
+char deletion_marker;
+void* const kDeletion = &deletion_marker;
 
 }  // namespace
 
@@ -70,13 +77,57 @@ void KqueueBackend::watch(int fd, posix::HandleState& state, bool reader) {
   EV_SET(&change, static_cast<uintptr_t>(fd), reader ? EVFILT_READ : EVFILT_WRITE,
          EV_ADD | EV_CLEAR, 0, 0, nullptr);
   lists_->changes.push_back(change);
+  count_registration_change();
   state.watched |= bit;
 }
 
+// Level-triggered (no EV_CLEAR): a filter is added when something starts waiting in its
+// direction and deleted when a report finds nothing waiting there.
+void KqueueBackend::watch_level(int fd, posix::HandleState& state, bool reader, bool on) {
+  const std::uint8_t bit = watch_bit(reader);
+  if (!on && (state.watched & bit) == 0) {
+    // Reported in a direction we believe unwatched (a failed kevent() call left us unsure
+    // what it registered): delete the filter anyway, or it would be reported at every wait.
+    drop_filter(fd, reader);
+    return;
+  }
+  if (on == ((state.watched & bit) != 0)) return;
+  if (on) {
+    struct kevent change;
+    EV_SET(&change, static_cast<uintptr_t>(fd), reader ? EVFILT_READ : EVFILT_WRITE, EV_ADD, 0, 0,
+           nullptr);
+    lists_->changes.push_back(change);
+    count_registration_change();
+    state.watched |= bit;
+  } else {
+    drop_filter(fd, reader);
+    state.watched &= static_cast<std::uint8_t>(~bit);
+  }
+}
+
+void KqueueBackend::drop_filter(int fd, bool reader) {
+  struct kevent change;
+  EV_SET(&change, static_cast<uintptr_t>(fd), reader ? EVFILT_READ : EVFILT_WRITE, EV_DELETE, 0, 0,
+         kDeletion);
+  lists_->changes.push_back(change);
+  count_registration_change();
+}
+
 // close() removes a descriptor's registrations in the kernel; only those still queued here
-// must go, or the next wait would register whatever file reuses the number.
-void KqueueBackend::unwatch(int fd, posix::HandleState& state) {
-  if (state.watched == 0) return;
+// must go, or the next wait would register whatever file reuses the number. A descriptor let
+// go but left open keeps its filters unless they are deleted, and a later registration of
+// the other kind (EV_CLEAR or not) would find them and keep their mode.
+void KqueueBackend::unwatch(int fd, posix::HandleState& state, bool closing) {
+  if (!closing) {
+    // Deletions queue behind whatever is queued for fd (an addition, an earlier deletion
+    // from narrowing a level descriptor), so the kernel ends with nothing registered.
+    for (const bool reader : {true, false}) {
+      if (state.watched & watch_bit(reader)) drop_filter(fd, reader);
+    }
+    return;
+  }
+  // Everything queued goes, deletions too: a change the kernel refuses makes kevent() return
+  // at once with the error instead of waiting, so a stale one would cost a wasted wait.
   std::erase_if(lists_->changes, [fd](const struct kevent& change) {
     return change.ident == static_cast<uintptr_t>(fd);
   });
@@ -121,7 +172,7 @@ std::size_t KqueueBackend::wait(core::Nanos timeout) {
     const int fd = static_cast<int>(event.ident);
     const bool reader = event.filter == EVFILT_READ;
     if (event.flags & EV_ERROR) {
-      if (event.data == 0) continue;
+      if (event.data == 0 || event.udata == kDeletion) continue;
       // Not registered after all: the next operation to wait this way registers again.
       posix::HandleState& state = state_for(fd);
       state.watched &= static_cast<std::uint8_t>(~watch_bit(reader));

@@ -8,9 +8,27 @@
 // through a static cast) and supplies
 //   void watch(int fd, HandleState& state, bool reader);   // throws corio::OSError if fd
 //                                                         // cannot be watched at all
-//   void unwatch(int fd, HandleState& state);             // fd is about to be closed
+//   void unwatch(int fd, HandleState& state, bool closing); // fd is about to be closed
+//                                                         // (closing) or let go (release)
+//   static constexpr bool kLevelWatch;                    // offers watch_level:
+//   void watch_level(int fd, HandleState& state, bool reader, bool on);
+//       // level-triggered interest in one direction turned on or off (off in both: not
+//       // registered at all); throws corio::OSError only when turning one on
 // and calls recheck_waits() as its wait() begins (forcing a zero timeout when that completed
-// anything) and on_edge() for what its wait reported. This code must never call into the
+// anything) and on_edge() for what its wait reported.
+//
+// A descriptor is watched one of two ways, chosen when it is first registered and kept until
+// it is closed, let go, or its number comes back from accept() (HandleState::trigger).
+// Edge-triggered (watch) when an operation with a syscall registers it: the retry happens on the
+// edge, and a short stream read proves the queue empty. Level-triggered (watch_level, on backends
+// that offer it) when a wait op registers it, as add_reader / add_writer watchers, WaitReady and
+// the subprocess pidfd do: the owner does its own syscalls and a watcher re-arms after every
+// callback. Under an edge, each re-arm would need recheck_waits() to ask the kernel whether the
+// owner drained the descriptor; under a level the next wait answers that, so re-arming costs no
+// syscall. A level descriptor is watched in a direction from when something waits in it until a
+// report finds nothing waiting there, or the kernel would report it again at every wait. A level
+// descriptor later used by recv or send stays level (correct, at the cost of a change of
+// registration when a report finds nothing waiting). This code must never call into the
 // runtime: it only moves Operations and calls on_complete.
 #pragma once
 
@@ -71,7 +89,8 @@ struct HandleState {
   OpQueue writers;
   // Which directions the backend has asked the kernel to report (its own bit meanings).
   std::uint8_t watched = 0;
-  bool readable = false;  // set by an edge, cleared by EAGAIN
+  // Set by an edge, cleared by EAGAIN; on a level descriptor nothing reads them.
+  bool readable = false;
   bool writable = false;
   // A short recv on a stream socket emptied its receive queue (as libuv also assumes), so
   // the next recv waits for an edge instead of paying for a recv that says EAGAIN. Cleared
@@ -82,6 +101,9 @@ struct HandleState {
   // Directions (kRecheckReader, kRecheckWriter) where a wait op is queued behind a readiness
   // flag that may be stale, to be checked before the next wait (recheck_waits).
   std::uint8_t recheck = 0;
+  // How the descriptor is registered (see the top of this file); kept across a dropped or
+  // refused registration, so the next wait registers it the same way again.
+  enum class Trigger : std::uint8_t { none, edge, level } trigger = Trigger::none;
   enum class Kind : std::uint8_t { unknown, stream_socket, other } kind = Kind::unknown;
 };
 
@@ -96,6 +118,10 @@ class ReadinessBackend {
   bool start(core::Operation& op);
   void cancel(core::Operation& op);
   std::size_t in_flight() const { return in_flight_; }
+  // For tests and benchmarks: how many times the backend changed what the kernel watches
+  // (epoll_ctl calls, kevent changes), and how many poll() batches recheck_waits() made.
+  std::uint64_t registration_changes() const { return registration_changes_; }
+  std::uint64_t recheck_polls() const { return recheck_polls_; }
   void close(core::NativeHandle handle);
   // Nothing waits on `handle` any more and its owner, not corio, will close it (asyncio's
   // transports over a foreign loop do): drop its kernel registration and what is known of
@@ -108,6 +134,7 @@ class ReadinessBackend {
   ~ReadinessBackend() = default;
 
   HandleState& state_for(int fd);
+  void count_registration_change() { ++registration_changes_; }
   // The kernel reported fd readable (or at end of file: hung_up) or writable: retry the
   // operations waiting in that direction.
   void on_edge(int fd, bool reader, bool hung_up);
@@ -124,6 +151,14 @@ class ReadinessBackend {
   void enqueue(OpQueue& queue, core::Operation& op);
   void unlink(OpQueue& queue, core::Operation& op);
   void forget(int fd);
+  // Watches fd in the direction `op` waits in, edge- or level-triggered as fd was first
+  // registered (a wait op on a descriptor never registered makes it level-triggered).
+  void watch_for(int fd, HandleState& state, const core::Operation& op, bool reader);
+  // Whether a wait op on this descriptor relies on the level (nothing to recheck).
+  static constexpr bool level_wait(const HandleState& state) {
+    if constexpr (Backend::kLevelWatch) return state.trigger != HandleState::Trigger::edge;
+    return false;
+  }
   void note_recv(int fd, HandleState& state, const core::Operation& op, std::int64_t result);
   void drain(int fd, OpQueue& queue, bool& ready);
   void finish(core::Operation& op, std::int64_t result);
@@ -136,6 +171,8 @@ class ReadinessBackend {
   std::vector<pollfd> rechecks_;
   std::vector<pollfd> rechecking_;
   std::size_t poll_slice_ = 1024;
+  std::uint64_t registration_changes_ = 0;
+  std::uint64_t recheck_polls_ = 0;
 };
 
 template <class Backend>
@@ -172,6 +209,9 @@ void ReadinessBackend<Backend>::forget(int fd) {
   if (static_cast<std::size_t>(fd) >= fds_.size()) return;
   fail_waiting(fd, /*reader=*/true, EBADF);
   fail_waiting(fd, /*reader=*/false, EBADF);
+  // The old file is gone: nothing still queued for the kernel under its number may reach
+  // the new one.
+  backend().unwatch(fd, fds_[static_cast<std::size_t>(fd)], /*closing=*/true);
   fds_[static_cast<std::size_t>(fd)] = {};
 }
 
@@ -193,11 +233,15 @@ void ReadinessBackend<Backend>::note_recv(int fd, HandleState& state, const core
   }
   if (state.kind != HandleState::Kind::stream_socket) return;
   // An edge only reaches us once the fd is watched; watching it now makes the kernel report
-  // data that arrived since the read.
-  try {
-    backend().watch(fd, state, /*reader=*/true);
-  } catch (const corio::OSError&) {
-    return;
+  // data that arrived since the read. A level descriptor needs nothing now: it is watched
+  // when the next recv queues, and the kernel then reports data already there.
+  if (state.trigger != HandleState::Trigger::level) {
+    try {
+      backend().watch(fd, state, /*reader=*/true);
+    } catch (const corio::OSError&) {
+      return;
+    }
+    state.trigger = HandleState::Trigger::edge;
   }
   state.drained = true;
 }
@@ -225,7 +269,9 @@ bool ReadinessBackend<Backend>::start(core::Operation& op) {
   OpQueue& queue = reader ? state.readers : state.writers;
   bool& ready = reader ? state.readable : state.writable;
   if (queue.empty()) {
-    if (is_wait(op.code)) {
+    if (is_wait(op.code) && level_wait(state)) {
+      // Level-triggered: the next wait reports the descriptor if it is ready now.
+    } else if (is_wait(op.code)) {
       // The flag only says an edge arrived; the owner may have drained the handle with its
       // own syscalls since (add_reader users do, and re-arm after every callback). Asking
       // the kernel here would cost a poll() per watcher per callback: the op waits instead,
@@ -248,7 +294,7 @@ bool ReadinessBackend<Backend>::start(core::Operation& op) {
     }
   }
   try {
-    backend().watch(fd, state, reader);
+    watch_for(fd, state, op, reader);
   } catch (const corio::OSError& e) {
     // Not pollable (a regular file, say): answer now rather than wait forever.
     op.result = -e.error_number();
@@ -257,6 +303,21 @@ bool ReadinessBackend<Backend>::start(core::Operation& op) {
   }
   enqueue(queue, op);
   return false;
+}
+
+template <class Backend>
+void ReadinessBackend<Backend>::watch_for(int fd, HandleState& state, const core::Operation& op,
+                                          bool reader) {
+  using Trigger = HandleState::Trigger;
+  if constexpr (Backend::kLevelWatch) {
+    if (state.trigger == Trigger::level || (state.trigger == Trigger::none && is_wait(op.code))) {
+      backend().watch_level(fd, state, reader, /*on=*/true);
+      state.trigger = Trigger::level;
+      return;
+    }
+  }
+  backend().watch(fd, state, reader);
+  state.trigger = Trigger::edge;
 }
 
 template <class Backend>
@@ -290,6 +351,17 @@ template <class Backend>
 void ReadinessBackend<Backend>::on_edge(int fd, bool reader, bool hung_up) {
   HandleState& state = state_for(fd);
   if (hung_up) state.hung_up = true;
+  if constexpr (Backend::kLevelWatch) {
+    if (state.trigger == HandleState::Trigger::level &&
+        (reader ? state.readers : state.writers).empty()) {
+      // Nothing waits this way any more (a watcher removed, or not re-armed): stop the
+      // reports. Only this direction: the other may have a watcher that is about to re-arm.
+      if (reader) state.drained = false;
+      (reader ? state.readable : state.writable) = true;
+      backend().watch_level(fd, state, reader, /*on=*/false);
+      return;
+    }
+  }
   if (reader) {
     state.drained = false;
     drain(fd, state.readers, state.readable);
@@ -321,6 +393,7 @@ std::size_t ReadinessBackend<Backend>::recheck_waits() {
     rechecks_.clear();
   }
   poll_now(rechecking_.data(), rechecking_.size(), poll_slice_);
+  ++recheck_polls_;
   const std::size_t before = in_flight_;
   for (const pollfd& entry : rechecking_) {
     HandleState& state = state_for(entry.fd);
@@ -348,7 +421,7 @@ void ReadinessBackend<Backend>::release(core::NativeHandle handle) {
   if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
   HandleState& state = fds_[static_cast<std::size_t>(fd)];
   if (!state.readers.empty() || !state.writers.empty()) return;
-  backend().unwatch(fd, state);
+  backend().unwatch(fd, state, /*closing=*/false);
   state = {};
 }
 
@@ -365,7 +438,7 @@ void ReadinessBackend<Backend>::close(core::NativeHandle handle) {
         finish(*op, -ECANCELED);
       }
     }
-    backend().unwatch(fd, state);
+    backend().unwatch(fd, state, /*closing=*/true);
     state = {};
   }
   close_descriptor(fd);
