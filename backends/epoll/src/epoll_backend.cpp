@@ -148,15 +148,18 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     const std::uint32_t e = events[i].events;
     // Level-triggered and, as we believe, out of the set (an epoll_ctl that failed left us
     // unsure): taken out again after dispatch, or it would be reported at every wait.
-    const posix::HandleState& state = state_for(fd);
-    const bool stale = state.trigger == posix::HandleState::Trigger::level && state.watched == 0;
+    const bool stale =
+        state_for(fd).trigger == posix::HandleState::Trigger::level && state_for(fd).watched == 0;
     const bool hung_up = (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/true, hung_up);
     if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/false, hung_up);
-    if (stale && state_for(fd).watched == 0 && state_for(fd).readers.empty() &&
-        state_for(fd).writers.empty()) {
-      count_registration_change();
-      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    if (stale) {
+      // Looked up again: a completion may have started operations that grew the table.
+      const posix::HandleState& after = state_for(fd);
+      if (after.watched == 0 && after.readers.empty() && after.writers.empty()) {
+        count_registration_change();
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      }
     }
   }
   return rechecked + before - in_flight();

@@ -357,7 +357,6 @@ void ReadinessBackend<Backend>::on_edge(int fd, bool reader, bool hung_up) {
       // Nothing waits this way any more (a watcher removed, or not re-armed): stop the
       // reports. Only this direction: the other may have a watcher that is about to re-arm.
       if (reader) state.drained = false;
-      (reader ? state.readable : state.writable) = true;
       backend().watch_level(fd, state, reader, /*on=*/false);
       return;
     }
