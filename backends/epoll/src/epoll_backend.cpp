@@ -148,8 +148,9 @@ std::size_t EpollBackend::wait(core::Nanos timeout) {
     const std::uint32_t e = events[i].events;
     // Level-triggered and, as we believe, out of the set (an epoll_ctl that failed left us
     // unsure): taken out again after dispatch, or it would be reported at every wait.
+    const posix::HandleState& reported = state_for(fd);
     const bool stale =
-        state_for(fd).trigger == posix::HandleState::Trigger::level && state_for(fd).watched == 0;
+        reported.trigger == posix::HandleState::Trigger::level && reported.watched == 0;
     const bool hung_up = (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/true, hung_up);
     if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) on_edge(fd, /*reader=*/false, hung_up);
