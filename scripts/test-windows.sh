@@ -59,9 +59,17 @@ build_ok=1
 cmake --build "$build" -j"$jobs" -- -k 0 || build_ok=0
 
 # 5. Run. Wine stays warm between tests (scripts/wine-run.sh keeps wineserver alive).
+# A test program that dies before printing anything (wine failing to start it) is run once
+# more, and listed here, so such a run is seen, not hidden (see scripts/wine-run.sh).
 log "running ctest under wine"
 test_ok=1
-ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@" || test_ok=0
+reruns="$build/wine-reruns.log"
+: >"$reruns"
+CORIO_WINE_RERUN_LOG="$reruns" ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@" || test_ok=0
+if [ -s "$reruns" ]; then
+    log "$(wc -l <"$reruns") test program(s) printed nothing and failed at start, and were run again:"
+    sed 's/^/    /' "$reruns"
+fi
 
 if [ "$build_ok" = 0 ]; then
     log "FAILED: some targets did not build (see the compiler errors above)"
