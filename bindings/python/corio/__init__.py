@@ -16,7 +16,7 @@ import asyncio
 import collections.abc
 import functools
 import selectors
-from asyncio import base_events, events
+from asyncio import base_events, events, selector_events
 from asyncio.log import logger
 
 from . import _corio
@@ -169,6 +169,47 @@ class _Selector(selectors.BaseSelector):
             handle._run()
 
 
+# Whether this Python's selector loop refuses a socket that another open transport still uses
+# (newer CPythons check it in _make_socket_transport): ours does exactly as the base does.
+_BASE_CHECKS_FD = ("_ensure_fd_no_transport" in
+                   selector_events.BaseSelectorEventLoop._make_socket_transport.__code__.co_names)
+
+
+class _SocketTransport(selector_events._SelectorSocketTransport):
+    """asyncio's socket transport, reading into one buffer its loop owns.
+
+    asyncio's transport asks sock.recv() for up to max_size (256 KiB) bytes each time: a new
+    bytes object that size, which glibc maps and unmaps per read (mmap, mremap, munmap: three
+    system calls for each message received). Here the data is read into the loop's buffer and
+    only the bytes received are copied out. A protocol never sees the buffer itself; the
+    BufferedProtocol path (get_buffer) is asyncio's, unchanged.
+    """
+
+    def _read_ready__data_received(self):
+        if self._conn_lost:
+            return
+        view = self._loop._read_view
+        try:
+            n = self._sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not n:
+            self._read_ready__on_eof()
+            return
+        data = bytes(view[:n])
+        try:
+            self._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+
 class EventLoop(asyncio.SelectorEventLoop):
     """asyncio's event loop, run by corio."""
 
@@ -177,6 +218,9 @@ class EventLoop(asyncio.SelectorEventLoop):
         selector = _Selector(self._core)
         super().__init__(selector)
         selector._loop = self
+        # Every socket transport of this loop reads here, on the loop's thread, and copies out
+        # what it read before any protocol runs: one buffer serves them all.
+        self._read_view = memoryview(bytearray(_SocketTransport.max_size))
 
     def __repr__(self):
         return (f"<{self.__class__.__name__} backend={self._core.backend} "
@@ -185,6 +229,11 @@ class EventLoop(asyncio.SelectorEventLoop):
 
     def time(self):
         return self._core.time()
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if _BASE_CHECKS_FD:
+            self._ensure_fd_no_transport(sock)
+        return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # Everything that asyncio queues in _ready goes to corio's ready queue instead.
     def _call_soon(self, callback, args, context):

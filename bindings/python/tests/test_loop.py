@@ -7,6 +7,7 @@ import gc
 import os
 import selectors
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -473,6 +474,105 @@ class CorioLoopTest(unittest.TestCase):
             return line, out, proc.returncode
 
         self.assertEqual(self.loop.run_until_complete(main()), (b"HELLO\n", b"piped", 0))
+
+    # Socket transports read into one buffer their loop owns (corio._SocketTransport).
+
+    def _serve_protocol(self, protocol):
+        async def start():
+            server = await self.loop.create_server(lambda: protocol, "127.0.0.1", 0)
+            client = socket.socket()
+            client.setblocking(False)
+            await self.loop.sock_connect(client, server.sockets[0].getsockname())
+            return server, client
+        return self.loop.run_until_complete(start())
+
+    class _Recorder(asyncio.Protocol):
+        def __init__(self):
+            self.chunks = []
+            self.eof = False
+            self.lost = asyncio.get_event_loop_policy().get_event_loop().create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.chunks.append(data)
+
+        def eof_received(self):
+            self.eof = True
+
+        def connection_lost(self, exc):
+            if not self.lost.done():
+                self.lost.set_result(exc)
+
+    def _recorder(self):
+        asyncio.set_event_loop(self.loop)
+        self.addCleanup(asyncio.set_event_loop, None)
+        return self._Recorder()
+
+    def test_each_read_hands_the_protocol_bytes_of_its_own(self):
+        first, second = self._recorder(), self._recorder()
+        server1, client1 = self._serve_protocol(first)
+        server2, client2 = self._serve_protocol(second)
+
+        async def exchange():
+            for i in range(20):  # the two connections' reads alternate through one buffer
+                await self.loop.sock_sendall(client1, b"a%02d" % i)
+                await self.loop.sock_sendall(client2, b"b%02d" % i)
+                while sum(map(len, second.chunks)) < 3 * (i + 1):
+                    await asyncio.sleep(0.001)
+            client1.close()
+            client2.close()
+            await first.lost
+            await second.lost
+
+        self.loop.run_until_complete(exchange())
+        for recorder, letter in ((first, b"a"), (second, b"b")):
+            self.assertTrue(all(type(chunk) is bytes for chunk in recorder.chunks))
+            self.assertEqual(b"".join(recorder.chunks),
+                             b"".join(letter + b"%02d" % i for i in range(20)))
+            self.assertTrue(recorder.eof)
+        for server in (server1, server2):
+            server.close()
+            self.loop.run_until_complete(server.wait_closed())
+
+    def test_a_large_transfer_arrives_whole_in_reads_of_at_most_max_size(self):
+        recorder = self._recorder()
+        server, client = self._serve_protocol(recorder)
+        payload = os.urandom(3 * 1024 * 1024)
+
+        async def send():
+            await self.loop.sock_sendall(client, payload)
+            client.shutdown(socket.SHUT_WR)
+            while not recorder.eof:
+                await asyncio.sleep(0.001)
+            client.close()
+            await recorder.lost
+
+        self.loop.run_until_complete(send())
+        self.assertEqual(b"".join(recorder.chunks), payload)
+        self.assertLessEqual(max(map(len, recorder.chunks)), recorder.transport.max_size)
+        server.close()
+        self.loop.run_until_complete(server.wait_closed())
+
+    def test_a_reset_while_reading_loses_the_connection_with_the_error(self):
+        recorder = self._recorder()
+        server, client = self._serve_protocol(recorder)
+
+        async def reset():
+            await self.loop.sock_sendall(client, b"before")
+            while not recorder.chunks:
+                await asyncio.sleep(0.001)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # RST: the server's next read fails with ECONNRESET
+            return await recorder.lost
+
+        exc = self.loop.run_until_complete(reset())
+        self.assertIsInstance(exc, ConnectionResetError)
+        self.assertEqual(recorder.chunks, [b"before"])
+        self.assertFalse(recorder.eof)
+        server.close()
+        self.loop.run_until_complete(server.wait_closed())
 
 
 if __name__ == "__main__":
