@@ -202,6 +202,33 @@ void BM_StreamReaduntilSocket(benchmark::State& state) {
 }
 BENCHMARK(BM_StreamReaduntilSocket);
 
+// readinto of 64-byte messages from a StreamReader on a socketpair, each sent by the peer
+// just before: a receive per message into the reader's buffer, copied into the caller's
+// span. The allocation-free twin of read(n), whose std::string result allocates per message.
+template <bool kInto>
+void BM_StreamReadSocket64(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    const std::string message(64, 'm');
+    auto [a, b] = corio::Socket::pair();
+    auto [reader, writer] = corio::open_stream(std::move(a));
+    char buffer[16 * 1024];
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      co_await corio::sock_sendall(b, message);
+      if constexpr (kInto) {
+        benchmark::DoNotOptimize(co_await reader.readinto(buffer));
+      } else {
+        benchmark::DoNotOptimize(co_await reader.read(sizeof buffer));
+      }
+    }
+    report_allocations(s, scope);
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_StreamReadSocket64<true>)->Name("BM_StreamReadintoSocket64");
+BENCHMARK(BM_StreamReadSocket64<false>)->Name("BM_StreamReadSocket64");
+
 }  // namespace
 
 BENCHMARK_MAIN();

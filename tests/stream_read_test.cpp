@@ -5,10 +5,15 @@
 // (bench/library_bench.cpp), never asserted here.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cerrno>
 #include <corio/corio.hpp>
 #include <corio/server.hpp>
 #include <corio/streams.hpp>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 namespace corio {
@@ -190,6 +195,98 @@ TEST(StreamRead, EofInTheMiddleGivesThePartialBytes) {
     EXPECT_EQ(co_await reader.readline(), "");
     EXPECT_TRUE(reader.at_eof());
   });
+}
+
+// readinto (corio's allocation-free twin of read(n)): at most the span's size, the rest stays
+// buffered, 0 at EOF; an empty span answers 0 and leaves the buffer alone.
+TEST(StreamRead, ReadintoCopiesAtMostTheSpanAndLeavesTheRest) {
+  auto reply = [](StreamReader, StreamWriter writer) -> Coro<void> {
+    writer.write("hello world");
+    writer.close();
+    co_await writer.wait_closed();
+  };
+  with_connection(reply, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    char small[5];
+    EXPECT_EQ(co_await reader.readinto(small), 5u);
+    EXPECT_EQ(std::string_view(small, 5), "hello");
+    EXPECT_EQ(co_await reader.readinto(std::span<char>()), 0u);
+    EXPECT_EQ(reader.buffered(), " world");
+    std::array<char, 64> big{};
+    std::size_t got = 0;
+    for (std::size_t n = 1; n != 0; got += n) {
+      n = co_await reader.readinto(std::span<char>(big).subspan(got));
+    }
+    EXPECT_EQ(std::string_view(big.data(), got), " world");
+    EXPECT_TRUE(reader.at_eof());
+  });
+}
+
+TEST(StreamRead, ReadintoAcrossManyReceivesLosesNothing) {
+  std::string payload(300000, ' ');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i % 26);
+  auto big = [&payload](StreamReader, StreamWriter writer) -> Coro<void> {
+    writer.write(payload);
+    writer.close();
+    co_await writer.wait_closed();
+  };
+  with_connection(big, [&payload](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    std::string got;
+    char chunk[4093];
+    for (;;) {
+      const std::size_t n = co_await reader.readinto(chunk);
+      if (n == 0) break;
+      EXPECT_LE(n, sizeof chunk);
+      got.append(chunk, n);
+    }
+    EXPECT_TRUE(got == payload) << got.size() << " bytes of " << payload.size();
+  });
+}
+
+// A readinto that times out has written nothing into the span, and the bytes that arrive
+// later go to the next read.
+TEST(StreamRead, ReadintoTimedOutWritesNothingAndTheNextReadGetsTheBytes) {
+  std::optional<Future<void>> finish;
+  auto later = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    co_await *finish;
+    writer.write("late");
+    co_await reader.read(-1);
+  };
+  run([&]() -> Coro<void> {
+    finish = get_running_loop().create_future<void>();
+    Server server = co_await start_server(later, "127.0.0.1", 0);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+    char buffer[8] = {'#', '#', '#', '#', '#', '#', '#', '#'};
+    EXPECT_THROW(co_await wait_for(reader.readinto(buffer), 0.02), TimeoutError);
+    EXPECT_EQ(std::string_view(buffer, 8), "########");
+    finish->set_result();
+    Task<std::size_t> task = create_task(reader.readinto(buffer));
+    EXPECT_EQ(co_await wait_for(std::move(task), 10.0), 4u);
+    EXPECT_EQ(std::string_view(buffer, 4), "late");
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(StreamRead, ReadintoOfAHandFedReader) {
+  run([]() -> Coro<void> {
+    StreamReader reader;
+    char buffer[4];
+    Task<std::size_t> waiting = create_task(reader.readinto(buffer));
+    co_await sleep(0);
+    EXPECT_FALSE(waiting.done());
+    reader.feed_data("abcdef");
+    EXPECT_EQ(co_await waiting, 4u);
+    EXPECT_EQ(std::string_view(buffer, 4), "abcd");
+    EXPECT_EQ(co_await reader.readinto(buffer), 2u);
+    EXPECT_EQ(std::string_view(buffer, 2), "ef");
+    reader.feed_eof();
+    EXPECT_EQ(co_await reader.readinto(buffer), 0u);
+    StreamReader failed;
+    failed.set_exception(std::make_exception_ptr(ConnectionResetError(ECONNRESET, "reset")));
+    EXPECT_THROW(co_await failed.readinto(buffer), ConnectionResetError);
+  }());
 }
 
 }  // namespace

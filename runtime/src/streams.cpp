@@ -563,7 +563,15 @@ bool StreamRead::try_complete() {
         break;
       }
       if (r.buffer.empty() && !r.eof) return false;
-      result_ = r.buffer.take(std::min(static_cast<std::size_t>(n_), r.buffer.size()));
+      const std::size_t count = std::min(static_cast<std::size_t>(n_), r.buffer.size());
+      if (into_.data() != nullptr) {
+        // readinto: the count is kept in n_, which nothing else reads once done_ is set.
+        std::memcpy(into_.data(), r.buffer.data(), count);
+        r.buffer.consume(count);
+        n_ = static_cast<std::ptrdiff_t>(count);
+      } else {
+        result_ = r.buffer.take(count);
+      }
       break;
     }
     case Kind::readexactly: {
@@ -770,6 +778,24 @@ std::string StreamRead::await_resume() {
   if (!absorbed) absorb(n);
   if (!try_complete()) throw RuntimeError("StreamReader: woken before the read could complete");
   return std::move(result_);
+}
+
+StreamReadInto::StreamReadInto(std::shared_ptr<detail::ReaderState> state,
+                               std::span<char> into) noexcept
+    : read_(std::move(state), StreamRead::Kind::read, static_cast<std::ptrdiff_t>(into.size()),
+            {}) {
+  read_.into_ = into;
+}
+
+std::size_t StreamReadInto::await_resume() {
+  // A hand-fed reader's slow path answers with a string: copied here.
+  const std::string bytes = read_.await_resume();
+  if (!bytes.empty()) {
+    std::memcpy(read_.into_.data(), bytes.data(), bytes.size());
+    return bytes.size();
+  }
+  // Answered by try_complete: the count it copied is in n_ (0 for an empty span or EOF).
+  return read_.done_ ? static_cast<std::size_t>(read_.n_) : 0;
 }
 
 bool StreamReader::at_eof() const noexcept {

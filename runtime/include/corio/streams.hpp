@@ -12,7 +12,7 @@
 // The reads return a StreamRead awaiter rather than a coroutine: one that the buffer already
 // answers completes without suspending or allocating, and one that must wait receives from
 // inside the awaiter (its operation lives in the awaiting frame), so a read allocates
-// nothing but the std::string it returns.
+// nothing but the std::string it returns (readinto, into the caller's buffer, not even that).
 // When the last StreamWriter handle goes away the connection is closed (after flushing),
 // as asyncio's StreamWriter.__del__ does. Nothing here ever blocks the thread, and no byte
 // received is ever dropped by a cancellation.
@@ -26,6 +26,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,6 +45,7 @@ inline constexpr std::size_t kDefaultStreamLimit = 64 * 1024;
 namespace detail {
 class ReaderState;
 class StreamTransport;
+class StreamReadInto;
 class WriterState;
 }  // namespace detail
 
@@ -67,6 +69,7 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
       : IoAwaiter(std::move(other)),
         state_(std::move(other.state_)),
         separator_(std::move(other.separator_)),
+        into_(other.into_),
         n_(other.n_),
         kind_(other.kind_) {}
   StreamRead& operator=(StreamRead&&) = delete;
@@ -84,6 +87,7 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   operator Coro<std::string>() && { return std::move(*this).coro(); }
 
  private:
+  friend class StreamReadInto;
   bool try_complete();
   bool needs_more() const noexcept;
   bool settle() noexcept;
@@ -98,12 +102,36 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   std::string result_;
   std::exception_ptr error_;  // raised by a step that ran outside the coroutine
   Coro<std::string> slow_;    // a hand-fed reader's wait
+  std::span<char> into_;      // readinto: the answer is copied here, not into result_
   std::ptrdiff_t n_;
   std::size_t offset_ = 0;  // where the separator search resumes
   Kind kind_;
   bool done_ = false;      // result_ holds the answer
   bool absorbed_ = false;  // op_'s outcome is in the reader already
   bool awaited_ = false;
+};
+
+// What StreamReader::readinto returns: co_await it for the count of bytes copied into the
+// caller's span (0 at EOF). The same awaiter as read(n), so the same guarantees: bytes
+// received stay in the reader when it is cancelled, and nothing is allocated (the reader's
+// buffer is reused; the bytes are copied once into the span). The span must stay valid until
+// the read completes. Awaited at most once, never moved once awaited.
+class [[nodiscard]] StreamReadInto {
+ public:
+  StreamReadInto(std::shared_ptr<detail::ReaderState> state, std::span<char> into) noexcept;
+
+  bool await_ready() { return read_.await_ready(); }
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> handle) {
+    return read_.await_suspend(handle);
+  }
+  std::size_t await_resume();
+
+  Coro<std::size_t> coro() && { return detail::awaiter_coro(std::move(*this)); }
+  operator Coro<std::size_t>() && { return std::move(*this).coro(); }
+
+ private:
+  StreamRead read_;
 };
 
 class StreamReader {
@@ -117,6 +145,10 @@ class StreamReader {
   StreamRead read(std::ptrdiff_t n = -1) {
     return StreamRead(state_, StreamRead::Kind::read, n, {});
   }
+  // corio extension (asyncio's read(n) into a buffer, as sock_recv_into is sock_recv's twin):
+  // up to into.size() bytes copied into `into`, the count returned; 0 at EOF (or for an
+  // empty span). Reads without allocating, where read(n) returns a new std::string.
+  StreamReadInto readinto(std::span<char> into) { return StreamReadInto(state_, into); }
   // One line including "\n"; at EOF the partial line (or empty). A line longer than the
   // limit raises ValueError and is discarded, as asyncio does (use readuntil to keep it).
   StreamRead readline() { return StreamRead(state_, StreamRead::Kind::readline, 0, {}); }
@@ -148,6 +180,9 @@ class StreamReader {
 
 // asyncio.create_task(reader.readline()): a read runs as a task like any coroutine.
 inline Task<std::string> create_task(StreamRead read, std::string name = {}) {
+  return create_task(std::move(read).coro(), std::move(name));
+}
+inline Task<std::size_t> create_task(StreamReadInto read, std::string name = {}) {
   return create_task(std::move(read).coro(), std::move(name));
 }
 
