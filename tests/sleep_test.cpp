@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace corio {
@@ -70,6 +71,26 @@ TEST(Sleep, ConcurrentSleepsOverlapOnVirtualTime) {
     co_return loop.time() - start;
   };
   EXPECT_DOUBLE_EQ(runner.run(main()), 3.0);
+}
+
+// A sleep due before a callback, both expired by the same wait: the callback still runs
+// first, because asyncio's sleep resumes the task from a future that its timer handle
+// completes, one ready-queue pass after the handle runs.
+TEST(Sleep, ResumesAfterTheCallbacksDueWithItsTimer) {
+  auto main = []() -> Coro<void> {
+    std::vector<std::string> order;
+    auto sleeper = [](std::vector<std::string>& log) -> Coro<void> {
+      co_await sleep(0.001);
+      log.push_back("task");
+    };
+    Task<void> task = create_task(sleeper(order));
+    co_await sleep(0);  // the task's timer is armed first, due first
+    get_running_loop().call_later(0.002, [&order] { order.push_back("callback"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // both due at the next wait
+    co_await task;
+    EXPECT_EQ(order, (std::vector<std::string>{"callback", "task"}));
+  };
+  run(main());
 }
 
 }  // namespace

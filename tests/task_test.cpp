@@ -265,5 +265,129 @@ TEST(Task, ResultMovesOutOfAnUnsharedTask) {
   EXPECT_EQ(run(main()), 9);
 }
 
+// A task that catches the first cancellation and goes on: a later cancel() of the task that
+// awaits it reaches it again (asyncio keeps _fut_waiter for this), directly and through
+// wait_for, and the awaiting task ends with the inner task's CancelledError.
+Coro<void> stubborn(int& cancels, std::vector<std::string>& messages) {
+  for (;;) {
+    try {
+      co_await sleep(10);
+      co_return;
+    } catch (const CancelledError& e) {
+      messages.push_back(e.message());
+      if (++cancels >= 2) throw;
+    }
+  }
+}
+
+TEST(Task, ASecondCancelReachesAnAwaitedTaskThatCaughtTheFirst) {
+  auto main = []() -> Coro<void> {
+    int cancels = 0;
+    std::vector<std::string> messages;
+    Task<void> inner = create_task(stubborn(cancels, messages));
+    auto outer_body = [](Task<void> t) -> Coro<void> { co_await t; };
+    Task<void> outer = create_task(outer_body(inner));
+    co_await sleep(0.001);
+    EXPECT_TRUE(outer.cancel("x1"));
+    co_await sleep(0.001);
+    EXPECT_EQ(cancels, 1);
+    EXPECT_FALSE(outer.done());
+    EXPECT_TRUE(outer.cancel("x2"));
+    co_await sleep(0.001);
+    EXPECT_EQ(messages, (std::vector<std::string>{"x1", "x2"}));
+    EXPECT_TRUE(inner.cancelled());
+    EXPECT_TRUE(outer.done());
+    try {
+      co_await outer;
+      ADD_FAILURE() << "outer was not cancelled";
+    } catch (const CancelledError& e) {
+      EXPECT_EQ(e.message(), "x2");
+    }
+  };
+  run(main());
+}
+
+TEST(Task, ACancelAfterWaitForTimedOutOnAStubbornTaskReachesIt) {
+  auto main = []() -> Coro<void> {
+    int cancels = 0;
+    std::vector<std::string> messages;
+    Task<void> inner = create_task(stubborn(cancels, messages));
+    auto outer_body = [](Task<void> t) -> Coro<void> { co_await wait_for(t, 0.01); };
+    Task<void> outer = create_task(outer_body(inner));
+    co_await sleep(0.05);
+    EXPECT_EQ(cancels, 1);  // the timeout's cancellation, swallowed
+    EXPECT_FALSE(outer.done());
+    outer.cancel();
+    co_await sleep(0.001);
+    EXPECT_EQ(cancels, 2);
+    EXPECT_TRUE(outer.done());
+    EXPECT_THROW(co_await outer, CancelledError);
+  };
+  run(main());
+}
+
+// Two cancels while the task waits on a future: the future was cancelled by the first, and
+// its CancelledError (with the first message) is what the task sees, as in asyncio.
+TEST(Task, TwoCancelsAtAFutureDeliverTheFirstMessageOnce) {
+  auto main = []() -> Coro<void> {
+    Future<int> f = get_running_loop().create_future<int>();
+    auto waiter = [](Future<int> fut) -> Coro<std::string> {
+      std::string message = "no cancellation";
+      try {
+        co_await fut;
+      } catch (const CancelledError& e) {
+        message = e.message();
+      }
+      co_await sleep(0);  // no cancellation left pending after the one delivered
+      co_return message;
+    };
+    Task<std::string> t = create_task(waiter(f));
+    co_await sleep(0);
+    t.cancel("first");
+    t.cancel("second");
+    EXPECT_EQ(t.cancelling(), 2);
+    EXPECT_EQ(co_await t, "first");
+  };
+  run(main());
+}
+
+// The awaited future failed and the task was cancelled in the same iteration: the task sees
+// CancelledError, and the future's exception counts as retrieved (no "never retrieved").
+TEST(Task, CancelledWhileItsFailedFutureWakesItRetrievesTheError) {
+  std::vector<std::string> messages;
+  {
+    EventLoop loop;
+    loop.set_exception_handler(
+        [&](EventLoop&, const ExceptionContext& context) { messages.push_back(context.message); });
+    auto main = []() -> Coro<void> {
+      Future<int> f = get_running_loop().create_future<int>();
+      auto waiter = [](Future<int> fut) -> Coro<void> { co_await fut; };
+      Task<void> t = create_task(waiter(f));
+      co_await sleep(0);
+      f.set_exception(ValueError("boom"));
+      t.cancel();
+      EXPECT_THROW(co_await t, CancelledError);
+    };
+    loop.run_until_complete(main());
+  }
+  EXPECT_EQ(messages, std::vector<std::string>{});
+}
+
+TEST(Task, SetResultAndSetExceptionOnATaskRaiseRuntimeError) {
+  auto main = []() -> Coro<void> {
+    Task<int> t = create_task([]() -> Coro<int> {
+      co_await sleep(0.001);
+      co_return 3;
+    }());
+    EXPECT_THROW(t.set_result(1), RuntimeError);
+    EXPECT_THROW(t.set_exception(ValueError("x")), RuntimeError);
+    Future<int> sliced = t;  // the same task seen as a Future
+    EXPECT_THROW(sliced.set_result(1), RuntimeError);
+    EXPECT_FALSE(t.done());
+    EXPECT_EQ(co_await t, 3);
+  };
+  run(main());
+}
+
 }  // namespace
 }  // namespace corio

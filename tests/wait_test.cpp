@@ -301,5 +301,18 @@ TEST(AsCompleted, AnyTasks) {
   EXPECT_EQ(run(main(), virtual_time()), 1);
 }
 
+// A timeout's wake-up comes one ready-queue pass after the timer fires, as asyncio's timer
+// handle sets the waiter and the waiter wakes the task: a task that needs two steps is done
+// by then even with timeout 0 (asyncio.wait([t], timeout=0) reports it done).
+TEST(Wait, ZeroTimeoutSeesATaskThatNeedsTwoSteps) {
+  auto main = []() -> Coro<void> {
+    std::vector<Task<void>> tasks{create_task([]() -> Coro<void> { co_await sleep(0); }())};
+    auto [done, pending] = co_await wait(tasks, 0.0);
+    EXPECT_EQ(done.size(), 1u);
+    EXPECT_EQ(pending.size(), 0u);
+  };
+  run(main());
+}
+
 }  // namespace
 }  // namespace corio

@@ -52,6 +52,7 @@ bool FutureBase::cancel(std::string message) {
 }
 
 void FutureBase::set_exception(std::exception_ptr exception) {
+  if (is_task_) throw RuntimeError("Task does not support set_exception operation");
   ensure_pending("set_exception");
   if (!exception) throw TypeError("set_exception() needs an exception");
   exception_ = std::move(exception);

@@ -20,7 +20,7 @@ void SleepAwaiter::await_suspend(std::coroutine_handle<> handle) {
 }
 
 void SleepAwaiter::fire(core::TimerNode* node) noexcept {
-  static_cast<SleepAwaiter*>(node->context)->suspension_.wake();
+  static_cast<SleepAwaiter*>(node->context)->suspension_.wake_from_timer();
 }
 
 bool SleepAwaiter::cancel_leaf(void* self) noexcept {

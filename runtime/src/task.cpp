@@ -85,7 +85,7 @@ bool TaskBase::cancel(std::string message) {
   ++num_cancels_requested_;
   cancel_message_ = std::move(message);
   if (hook_.cancel != nullptr) {
-    const CancelHook hook = std::exchange(hook_, {});
+    const CancelHook hook = hook_.repeatable ? hook_ : std::exchange(hook_, {});
     if (hook.cancel(hook.leaf)) return true;
   }
   must_cancel_ = true;
@@ -122,13 +122,25 @@ void Suspension::arm(CancelHook hook) {
   if (task_ == nullptr) return;
   task_->hook_ = hook;
   if (task_->must_cancel_ && hook.cancel != nullptr) {
-    task_->hook_ = {};
+    if (!hook.repeatable) task_->hook_ = {};
     if (hook.cancel(hook.leaf)) task_->must_cancel_ = false;
   }
 }
 
 void Suspension::wake() {
   loop_->post(wake_item());
+}
+
+void Suspension::wake_from_timer() {
+  if (task_ == nullptr) return wake();
+  loop_->post({&step_soon, task_});
+}
+
+void Suspension::step_soon(void* task) {
+  // The task is alive: it holds a reference to itself until done, and it cannot finish
+  // while suspended here.
+  auto* t = static_cast<TaskBase*>(task);
+  t->loop_or_null()->post({&TaskBase::step, t});
 }
 
 void Suspension::end(bool leaf_cancelled, bool deliver_pending) {
@@ -141,6 +153,12 @@ void Suspension::end(bool leaf_cancelled, bool deliver_pending) {
     task_->must_cancel_ = false;
     throw task_->make_cancelled_error();
   }
+}
+
+void Suspension::end_by_leaf_cancellation() noexcept {
+  if (task_ == nullptr) return;
+  task_->hook_ = {};
+  task_->must_cancel_ = false;
 }
 
 std::string Suspension::pending_cancel_message() const {

@@ -47,7 +47,7 @@ void WaitState::on_done(void* arg) {
 void WaitState::on_timeout(core::TimerNode* node) noexcept {
   auto* self = static_cast<WaitState*>(node->context);
   self->fired_ = true;
-  WakeLeaf::notify(&self->waiter_);
+  WakeLeaf::notify(&self->waiter_, /*from_timer=*/true);
 }
 
 void WaitState::fire() noexcept {

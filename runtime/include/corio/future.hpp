@@ -144,12 +144,23 @@ class FutureAwaiter {
     suspension_.begin(handle);
     base_->add_waiter(suspension_.wake_item());
     registered_ = true;
-    suspension_.arm({&cancel_leaf, this});
+    suspension_.arm({&cancel_leaf, this, kRepeatable});
   }
   T await_resume() {
     registered_ = false;
+    // As asyncio's Task.__wakeup: the future's outcome is taken first (so an exception counts
+    // as retrieved); a cancellation requested meanwhile then replaces any outcome but the
+    // future's own CancelledError, which carries the message the future was cancelled with.
+    try {
+      base_->check_result();
+    } catch (const CancelledError&) {
+      suspension_.end_by_leaf_cancellation();
+      throw;
+    } catch (...) {
+      suspension_.end(false);
+      throw;
+    }
     suspension_.end(false);
-    base_->check_result();
     if constexpr (!std::is_void_v<T>) {
       if constexpr (std::is_copy_constructible_v<T>) {
         if (base_->use_count() != 1) return **value_;
@@ -164,6 +175,10 @@ class FutureAwaiter {
     auto* awaiter = static_cast<FutureAwaiter*>(self);
     return awaiter->base_->cancel(awaiter->suspension_.pending_cancel_message());
   }
+  // Repeatable: the future may be a task that catches the cancellation and goes on, and
+  // then a later cancel() of the waiting task must reach it again (asyncio keeps
+  // _fut_waiter for this).
+  static constexpr bool kRepeatable = true;
 
   FutureBase* base_;
   std::optional<Stored<T>>* value_;
@@ -265,6 +280,7 @@ class Future {
   friend class EventLoop;
   friend struct detail::FutureAccess;
   void ensure_settable() const {
+    if (base_->is_task()) throw RuntimeError("Task does not support set_result operation");
     if (base_->done()) throw InvalidStateError("invalid state: the future is already done");
   }
   void finish_ok();

@@ -95,10 +95,15 @@ class WakeLeaf {
   void await_resume() { suspension_.end(cancelled_); }
 
   // Wakes the waiter registered in `slot`, if any. Returns whether there was one.
-  static bool notify(WakeLeaf** slot) {
+  // from_timer: see Suspension::wake_from_timer.
+  static bool notify(WakeLeaf** slot, bool from_timer = false) {
     WakeLeaf* waiter = std::exchange(*slot, nullptr);
     if (waiter == nullptr) return false;
-    waiter->suspension_.wake();
+    if (from_timer) {
+      waiter->suspension_.wake_from_timer();
+    } else {
+      waiter->suspension_.wake();
+    }
     return true;
   }
 

@@ -17,9 +17,12 @@ class TaskBase;
 
 // How a task asks the leaf it is suspended on to stop. Returns true when the leaf accepted:
 // it will wake the task, which then sees CancelledError. false: the leaf already completed.
+// A repeatable hook stays after it was used: its leaf (another task) may catch the
+// cancellation and keep running, so each later cancel() is passed on to it again.
 struct CancelHook {
   bool (*cancel)(void* leaf) = nullptr;
   void* leaf = nullptr;
+  bool repeatable = false;
 };
 
 class Suspension {
@@ -33,10 +36,17 @@ class Suspension {
   void arm(CancelHook hook);
   // Schedules the suspended coroutine.
   void wake();
+  // The same from a timer's expiry: the task steps one ready-queue pass later, as in asyncio,
+  // where the timer's handle runs first (with the callbacks due at the same time) and only
+  // then wakes the task.
+  void wake_from_timer();
   // 3. In await_resume: detach from the task; throw CancelledError if the leaf was cancelled
   // or a cancellation is pending on the task. deliver_pending = false lets an I/O leaf return
   // data it already received and leave the cancellation for the next suspension point.
   void end(bool leaf_cancelled, bool deliver_pending = true);
+  // 3, when the leaf itself raises CancelledError (an awaited future that was cancelled):
+  // detach; that error is the cancellation, so a pending one is consumed, not raised again.
+  void end_by_leaf_cancellation() noexcept;
 
   EventLoop* loop() const noexcept { return loop_; }
   TaskBase* task() const noexcept { return task_; }
@@ -45,6 +55,8 @@ class Suspension {
   std::string pending_cancel_message() const;
 
  private:
+  static void step_soon(void* task);
+
   EventLoop* loop_ = nullptr;
   TaskBase* task_ = nullptr;
   std::coroutine_handle<> handle_;
