@@ -150,6 +150,32 @@ TEST(SockOps, RecvReturnsEmptyAtEof) {
   }());
 }
 
+// Zero bytes asked: empty at once, as Python's socket.recv(0), whether data is queued or not;
+// on a datagram socket no datagram is consumed. A closed socket still raises EBADF.
+TEST(SockOps, RecvOfZeroBytesAnswersAtOnceAndConsumesNothing) {
+  run([]() -> Coro<void> {
+    auto [a, b] = Socket::pair();
+    EXPECT_EQ(co_await wait_for(sock_recv(b, 0).coro(), 5.0), "");
+    EXPECT_EQ(co_await wait_for(sock_recv_into(b, std::span<char>()).coro(), 5.0), 0u);
+    co_await sock_sendall(a, "xy");
+    EXPECT_EQ(co_await sock_recv(b, 0), "");
+    EXPECT_EQ(co_await sock_recv(b, 10), "xy");
+    auto [d1, d2] = Socket::pair(SocketKind::datagram);
+    co_await sock_sendall(d1, "first");
+    co_await sock_sendall(d1, "second");
+    EXPECT_EQ(co_await sock_recv(d2, 0), "");
+    EXPECT_EQ(co_await sock_recv(d2, 100), "first");
+    EXPECT_EQ(co_await sock_recv(d2, 100), "second");
+    b.close();
+    try {
+      co_await sock_recv(b, 0);
+      ADD_FAILURE() << "recv(0) of a closed socket did not raise";
+    } catch (const OSError& e) {
+      EXPECT_EQ(e.error_number(), EBADF);
+    }
+  }());
+}
+
 TEST(SockOps, PeerResetRaisesConnectionResetOrBrokenPipe) {
   run([]() -> Coro<void> {
     Socket l = listener(AddressFamily::ipv4);

@@ -197,11 +197,29 @@ TEST_F(SubprocessChild, DrainAfterTheChildLeftRaisesConnectionResetAndWaitClosed
     EXPECT_EQ(co_await proc.wait(), 0);
     PipeWriter& in = *proc.std_in();
     in.write(std::string(1024 * 1024, 'z'));  // more than the pipe can take
-    EXPECT_THROW(co_await in.drain(), ConnectionResetError);
+    // ConnectionResetError where the write fails at once (readiness backends, as asyncio's
+    // synchronous write); a completion backend learns it while drain() waits:
+    // BrokenPipeError, as the test below.
+    EXPECT_THROW(co_await in.drain(), ConnectionError);
     EXPECT_TRUE(in.is_closing());
     EXPECT_THROW(co_await in.wait_closed(), BrokenPipeError);
     in.write("ignored once the pipe is lost");
     EXPECT_EQ(in.get_write_buffer_size(), 0u);
+  };
+  run(main());
+}
+
+// drain() waiting when the child exits without reading gets the BrokenPipeError that ended
+// the pipe (asyncio hands its drain waiters connection_lost's exception); a drain after that
+// raises ConnectionResetError.
+TEST_F(SubprocessChild, DrainWaitingWhenTheChildLeavesRaisesBrokenPipe) {
+  auto main = []() -> Coro<void> {
+    Process proc = co_await child("sleep", "100", SubprocessOptions{.std_in = PIPE});
+    PipeWriter& in = *proc.std_in();
+    in.write(std::string(1024 * 1024, 'z'));  // more than the pipe can take
+    EXPECT_THROW(co_await wait_for(in.drain(), 30.0), BrokenPipeError);
+    EXPECT_THROW(co_await in.drain(), ConnectionResetError);
+    EXPECT_EQ(co_await proc.wait(), 0);
   };
   run(main());
 }

@@ -64,9 +64,12 @@ void SockConnect::await_resume() {
 
 // --- sock_recv / sock_recv_into ----------------------------------------------------
 
+// Asking for 0 bytes answers b"" at once, as Python's socket.recv(0) does without calling
+// the kernel: recv(fd, buf, 0) would wait for data, and on a datagram socket discard one.
 bool SockRecv::await_ready() {
   loop_ = &get_running_loop();
   sock_->attach_loop(*loop_);
+  if (nbytes_ == 0 && sock_->is_open()) return true;
   buffer_.resize(nbytes_);
   op_.code = OpCode::recv;
   op_.handle = sock_->fileno();
@@ -85,6 +88,7 @@ std::string SockRecv::await_resume() {
 bool SockRecvInto::await_ready() {
   loop_ = &get_running_loop();
   sock_->attach_loop(*loop_);
+  if (buffer_.empty() && sock_->is_open()) return true;  // 0, as sock_recv(0)
   op_.code = OpCode::recv;
   op_.handle = sock_->fileno();
   op_.buffer = buffer_.data();

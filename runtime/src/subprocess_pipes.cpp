@@ -244,11 +244,17 @@ Coro<std::string> read_pipe(std::shared_ptr<PipeReaderState> r, std::ptrdiff_t n
 }
 
 Coro<void> drain_pipe(std::shared_ptr<PipeSink> sink) {
-  for (;;) {
-    // As asyncio's FlowControlMixin: once the pipe is gone, drain() says so.
-    if (sink->closed()) throw ConnectionResetError(ECONNRESET, "Connection lost");
-    if (!sink->paused()) co_return;
+  // As asyncio's FlowControlMixin: once the pipe is gone, drain() says so.
+  if (sink->closed()) throw ConnectionResetError(ECONNRESET, "Connection lost");
+  while (sink->paused()) {
     co_await WaitLeaf(sink->drain_waiters());
+    if (sink->closed()) {
+      // A drain that was waiting gets what ended the pipe (BrokenPipeError when the child
+      // closed its end), nothing if we closed it: asyncio's connection_lost(exc) hands its
+      // waiters exactly that.
+      if (sink->error()) std::rethrow_exception(sink->error());
+      co_return;
+    }
   }
 }
 

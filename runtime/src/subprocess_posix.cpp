@@ -27,9 +27,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <mutex>
 #include <cerrno>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "corio/core/errors.hpp"
@@ -73,6 +73,9 @@ void prepare_write(core::Operation& op, core::NativeHandle handle, const char* d
 
 int write_error(std::int64_t result) noexcept {
   if (result == -EAGAIN || result == -EINTR) return 0;
+  // A child that exits leaving bytes unread resets the socket (ECONNRESET) where a pipe
+  // would say EPIPE; callers see a pipe, so it is BrokenPipeError either way, as in asyncio.
+  if (result == -ECONNRESET) return EPIPE;
   return static_cast<int>(-result);  // EPIPE: the child closed its end
 }
 
@@ -156,8 +159,12 @@ class PosixProcess final : public ProcessState {
     // ESRCH before we reaped it: it is exiting right now, which is what was asked for.
     if (r < 0 && errno != ESRCH) throw_os_error(errno, "send_signal");
   }
-  void terminate() override { send_signal(SIGTERM); }
-  void kill() override { send_signal(SIGKILL); }
+  void terminate() override {
+    send_signal(SIGTERM);
+  }
+  void kill() override {
+    send_signal(SIGKILL);
+  }
 
  private:
   struct Op : core::Operation {
