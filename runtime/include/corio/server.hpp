@@ -44,6 +44,10 @@ struct ServerOptions {
 };
 
 // async def client_connected_cb(reader, writer)
+// The connection lives as long as a StreamWriter handle of it does (streams.hpp): a callback
+// that returns without closing closes it then, unless it handed the writer on. This differs
+// from asyncio, whose protocol keeps a server connection open until someone closes it;
+// keeping only the reader is not enough here, keep the writer (or both).
 using ClientConnectedCallback = absl::AnyInvocable<Coro<void>(StreamReader, StreamWriter)>;
 
 class Server {

@@ -162,6 +162,9 @@ class StreamReader {
     return StreamRead(state_, StreamRead::Kind::readuntil, 0, std::move(separator));
   }
 
+  // The reader pulls (it receives only while a read waits), so an EOF or a reset that
+  // arrived while no read was pending shows in at_eof() / exception() after the next read,
+  // not before as with asyncio's always-reading transport.
   bool at_eof() const noexcept;
   void feed_data(std::string_view data);
   void feed_eof();
