@@ -351,6 +351,28 @@ TEST(Task, TwoCancelsAtAFutureDeliverTheFirstMessageOnce) {
   run(main());
 }
 
+// The same at a sleep (in asyncio a future too): the first message, delivered once.
+TEST(Task, TwoCancelsAtASleepDeliverTheFirstMessageOnce) {
+  auto main = []() -> Coro<void> {
+    auto sleeper = []() -> Coro<std::string> {
+      std::string message = "no cancellation";
+      try {
+        co_await sleep(10);
+      } catch (const CancelledError& e) {
+        message = e.message();
+      }
+      co_await sleep(0);
+      co_return message;
+    };
+    Task<std::string> t = create_task(sleeper());
+    co_await sleep(0);
+    t.cancel("first");
+    t.cancel("second");
+    EXPECT_EQ(co_await t, "first");
+  };
+  run(main());
+}
+
 // The awaited future failed and the task was cancelled in the same iteration: the task sees
 // CancelledError, and the future's exception counts as retrieved (no "never retrieved").
 TEST(Task, CancelledWhileItsFailedFutureWakesItRetrievesTheError) {

@@ -86,7 +86,10 @@ bool TaskBase::cancel(std::string message) {
   cancel_message_ = std::move(message);
   if (hook_.cancel != nullptr) {
     const CancelHook hook = hook_.repeatable ? hook_ : std::exchange(hook_, {});
-    if (hook.cancel(hook.leaf)) return true;
+    if (hook.cancel(hook.leaf)) {
+      leaf_cancel_message_ = cancel_message_;
+      return true;
+    }
   }
   must_cancel_ = true;
   return true;
@@ -123,7 +126,10 @@ void Suspension::arm(CancelHook hook) {
   task_->hook_ = hook;
   if (task_->must_cancel_ && hook.cancel != nullptr) {
     if (!hook.repeatable) task_->hook_ = {};
-    if (hook.cancel(hook.leaf)) task_->must_cancel_ = false;
+    if (hook.cancel(hook.leaf)) {
+      task_->must_cancel_ = false;
+      task_->leaf_cancel_message_ = task_->cancel_message_;
+    }
   }
 }
 
@@ -149,7 +155,11 @@ void Suspension::end(bool leaf_cancelled, bool deliver_pending) {
     return;
   }
   task_->hook_ = {};
-  if (leaf_cancelled || (deliver_pending && task_->must_cancel_)) {
+  if (leaf_cancelled) {
+    task_->must_cancel_ = false;
+    throw CancelledError(std::move(task_->leaf_cancel_message_));
+  }
+  if (deliver_pending && task_->must_cancel_) {
     task_->must_cancel_ = false;
     throw task_->make_cancelled_error();
   }

@@ -53,6 +53,9 @@ class TaskBase : public FutureBase {
  private:
   std::coroutine_handle<> resume_point_;
   CancelHook hook_;
+  // The message of the cancellation a leaf accepted: the one delivered, even if a later
+  // cancel() came before the task resumed (asyncio: the awaited future's CancelledError).
+  std::string leaf_cancel_message_;
   bool must_cancel_ = false;
   int num_cancels_requested_ = 0;
   mutable std::string name_;
