@@ -33,6 +33,29 @@ void with_connection(Handler handler, Body body, std::size_t limit = kDefaultStr
   }());
 }
 
+// Like with_connection, for a server that sends `early` at once and `late` only when the
+// body sets the future it is handed.
+template <class Body>
+void with_late_reply(std::string early, std::string late, Body body) {
+  std::optional<Future<void>> go;
+  auto reply = [&](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    if (!early.empty()) writer.write(early);
+    co_await *go;
+    writer.write(late);
+    co_await reader.read(-1);
+  };
+  run([&]() -> Coro<void> {
+    go = get_running_loop().create_future<void>();
+    Server server = co_await start_server(reply, "127.0.0.1", 0);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+    co_await body(reader, writer, *go);
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 TEST(StreamRead, PipelinedLinesFromOneReceive) {
   auto lines = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
     writer.write("one\ntwo\nthree\nGET / HTTP/1.1\r\nHost: x\r\n\r\nrest");
@@ -80,18 +103,7 @@ TEST(StreamRead, ReadexactlyAcrossManyReceives) {
 }
 
 TEST(StreamRead, WaitForTimingOutMidLineKeepsTheBytes) {
-  std::optional<Future<void>> finish;
-  auto slow = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
-    writer.write("half a ");
-    co_await *finish;
-    writer.write("line\n");
-    co_await reader.read(-1);
-  };
-  run([&]() -> Coro<void> {
-    finish = get_running_loop().create_future<void>();
-    Server server = co_await start_server(slow, "127.0.0.1", 0);
-    auto [reader, writer] =
-        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+  auto body = [](StreamReader& reader, StreamWriter&, Future<void>& finish) -> Coro<void> {
     for (int i = 0; i < 200 && reader.buffered().size() < 7; ++i) {
       try {
         co_await wait_for(reader.readline(), 0.005);
@@ -100,12 +112,10 @@ TEST(StreamRead, WaitForTimingOutMidLineKeepsTheBytes) {
       }
     }
     EXPECT_EQ(reader.buffered(), "half a ");
-    finish->set_result();
+    finish.set_result();
     EXPECT_EQ(co_await wait_for(reader.readline(), 10.0), "half a line\n");
-    writer.close();
-    server.close();
-    co_await server.wait_closed();
-  }());
+  };
+  with_late_reply("half a ", "line\n", body);
 }
 
 TEST(StreamRead, GatherCreateTaskTaskGroupAndCoro) {
@@ -136,26 +146,14 @@ TEST(StreamRead, GatherCreateTaskTaskGroupAndCoro) {
 }
 
 TEST(StreamRead, SecondWaiterOnASocketRaisesRuntimeError) {
-  std::optional<Future<void>> finish;
-  auto later = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
-    co_await *finish;
-    writer.write("late\n");
-    co_await reader.read(-1);
-  };
-  run([&]() -> Coro<void> {
-    finish = get_running_loop().create_future<void>();
-    Server server = co_await start_server(later, "127.0.0.1", 0);
-    auto [reader, writer] =
-        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+  auto body = [](StreamReader& reader, StreamWriter&, Future<void>& finish) -> Coro<void> {
     Task<std::string> first = create_task(reader.readline());
     co_await sleep(0);
     EXPECT_THROW(co_await reader.readline(), RuntimeError);
-    finish->set_result();
+    finish.set_result();
     EXPECT_EQ(co_await first, "late\n");
-    writer.close();
-    server.close();
-    co_await server.wait_closed();
-  }());
+  };
+  with_late_reply("", "late\n", body);
 }
 
 TEST(StreamRead, LimitOverrunOnASocketKeepsTheData) {
@@ -245,28 +243,16 @@ TEST(StreamRead, ReadintoAcrossManyReceivesLosesNothing) {
 // A readinto that times out has written nothing into the span, and the bytes that arrive
 // later go to the next read.
 TEST(StreamRead, ReadintoTimedOutWritesNothingAndTheNextReadGetsTheBytes) {
-  std::optional<Future<void>> finish;
-  auto later = [&finish](StreamReader reader, StreamWriter writer) -> Coro<void> {
-    co_await *finish;
-    writer.write("late");
-    co_await reader.read(-1);
-  };
-  run([&]() -> Coro<void> {
-    finish = get_running_loop().create_future<void>();
-    Server server = co_await start_server(later, "127.0.0.1", 0);
-    auto [reader, writer] =
-        co_await open_connection("127.0.0.1", address_port(server.addresses().at(0)));
+  auto body = [](StreamReader& reader, StreamWriter&, Future<void>& finish) -> Coro<void> {
     char buffer[8] = {'#', '#', '#', '#', '#', '#', '#', '#'};
     EXPECT_THROW(co_await wait_for(reader.readinto(buffer), 0.02), TimeoutError);
     EXPECT_EQ(std::string_view(buffer, 8), "########");
-    finish->set_result();
+    finish.set_result();
     Task<std::size_t> task = create_task(reader.readinto(buffer));
     EXPECT_EQ(co_await wait_for(std::move(task), 10.0), 4u);
     EXPECT_EQ(std::string_view(buffer, 4), "late");
-    writer.close();
-    server.close();
-    co_await server.wait_closed();
-  }());
+  };
+  with_late_reply("", "late", body);
 }
 
 TEST(StreamRead, ReadintoOfAHandFedReader) {

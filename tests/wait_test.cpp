@@ -221,6 +221,28 @@ TEST(AsCompleted, TimeoutRaisesForWhatIsLeft) {
   EXPECT_EQ(run(main(), virtual_time()), (std::vector<std::string>{"0", "timeout@2", "timeout@2"}));
 }
 
+// The timeout wakes the awaiting task one ready-queue pass after its timer, as asyncio's
+// timer handle puts the timeout marker that wakes it: a callback due at the same time but
+// armed after the timeout (so fired after it) still runs first.
+TEST(AsCompleted, TimeoutResumesAfterTheCallbacksDueWithIt) {
+  auto main = []() -> Coro<std::vector<std::string>> {
+    std::vector<Task<int>> tasks = spawn(5);
+    std::vector<std::string> log;
+    auto completions = as_completed(tasks, 2.0);  // arms the timeout now
+    get_running_loop().call_later(2.0, [&log] { log.push_back("callback"); });
+    for (auto next : completions) {
+      try {
+        co_await next;
+      } catch (const TimeoutError&) {
+        log.push_back("timeout");
+      }
+    }
+    co_await tasks[0];
+    co_return log;
+  };
+  EXPECT_EQ(run(main(), virtual_time()), (std::vector<std::string>{"callback", "timeout"}));
+}
+
 TEST(AsCompleted, ConcurrentAwaitersAreServedInOrder) {
   auto main = []() -> Coro<std::vector<int>> {
     auto ac = as_completed(spawn(2, 1));

@@ -49,16 +49,20 @@ void AsCompletedState::on_timeout(core::TimerNode* node) noexcept {
     }
   }
   for (; self->todo_ > 0; --self->todo_) self->ready_.push_back(kTimedOut);
-  self->deliver();
+  self->deliver(/*from_timer=*/true);
 }
 
-void AsCompletedState::deliver() noexcept {
+void AsCompletedState::deliver(bool from_timer) noexcept {
   while (ready_.size() > reserved_ && head_ != nullptr) {
     Waiter* waiter = head_;
     forget(waiter);
     waiter->woken = true;
     ++reserved_;
-    waiter->suspension.wake();
+    if (from_timer) {
+      waiter->suspension.wake_from_timer();
+    } else {
+      waiter->suspension.wake();
+    }
   }
 }
 

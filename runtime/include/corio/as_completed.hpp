@@ -93,7 +93,8 @@ class AsCompletedState {
   };
   static void on_done(void* link);
   static void on_timeout(core::TimerNode* node) noexcept;
-  void deliver() noexcept;
+  // from_timer: see Suspension::wake_from_timer.
+  void deliver(bool from_timer = false) noexcept;
   void detach() noexcept;
   void release() noexcept {
     if (--refs_ == 0) delete this;
