@@ -45,9 +45,10 @@ inline constexpr std::size_t kDefaultStreamLimit = 64 * 1024;
 namespace detail {
 class ReaderState;
 class StreamTransport;
-class StreamReadInto;
 class WriterState;
 }  // namespace detail
+
+class StreamReadInto;
 
 // What StreamReader::read / readline / readexactly / readuntil return: co_await it for the
 // bytes (as awaiting the coroutine asyncio's methods return). It completes at once, without
