@@ -86,6 +86,30 @@ TEST(StreamRead, SeparatorArrivingInPiecesTakesSeveralReceives) {
   });
 }
 
+TEST(StreamRead, SeveralSeparatorsOnASocket) {
+  auto pieces = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+    for (const char* part : {"first;", "second\r", "\nthird|", "=", "=", "=fourth"}) {
+      writer.write(part);
+      co_await writer.drain();
+      co_await sleep(0.01);  // separate segments, so the reader receives more than once
+    }
+    co_await reader.read(-1);
+  };
+  // Named lists: GCC 12 cannot compile a braced list inside a co_await expression.
+  with_connection(pieces, [](StreamReader& reader, StreamWriter&) -> Coro<void> {
+    const std::array<std::string_view, 2> crlf_or_semicolon = {"\r\n", ";"};
+    const std::array<std::string_view, 2> equals_or_bar = {"===", "|"};
+    EXPECT_EQ(co_await reader.readuntil(crlf_or_semicolon), "first;");
+    EXPECT_EQ(co_await reader.readuntil(crlf_or_semicolon), "second\r\n");
+    // "|" is there, "===" not yet: no wait for it.
+    EXPECT_EQ(co_await reader.readuntil(equals_or_bar), "third|");
+    // Only "===" comes, in three receives.
+    StreamRead equals = reader.readuntil({"===", "|"});
+    EXPECT_EQ(co_await wait_for(std::move(equals), 5.0), "===");
+    EXPECT_EQ(co_await reader.readexactly(6), "fourth");
+  });
+}
+
 TEST(StreamRead, ReadexactlyAcrossManyReceives) {
   const std::string payload(300000, 'x');
   auto big = [&payload](StreamReader reader, StreamWriter writer) -> Coro<void> {

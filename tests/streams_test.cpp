@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <corio/corio.hpp>
 #include <corio/server.hpp>
 #include <corio/streams.hpp>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -142,6 +144,77 @@ TEST(StreamReader, ReaduntilLimitOverrunKeepsTheData) {
       EXPECT_EQ(e.consumed(), 8u);
     }
     EXPECT_EQ(co_await r2.read(100), "abcdefgh");
+  }());
+}
+
+// GCC 12 cannot compile a braced list inside a co_await expression, so these tests name the
+// read or the list first.
+TEST(StreamReader, ReaduntilWithSeveralSeparatorsEndsAtTheFirstToEnd) {
+  // asyncio 3.13's readuntil((sep, ...)): the shortest chunk that ends in any separator.
+  run([]() -> Coro<void> {
+    StreamReader r;
+    r.feed_data("key=value;next|rest\r\nlast\n");
+    StreamRead bar_or_semicolon = r.readuntil({"|", ";"});
+    EXPECT_EQ(co_await bar_or_semicolon, "key=value;");
+    const std::array<std::string_view, 2> semicolon_or_bar = {";", "|"};
+    EXPECT_EQ(co_await r.readuntil(semicolon_or_bar), "next|");
+    const std::vector<std::string> line_ends = {"\r\n", "\n"};
+    EXPECT_EQ(co_await r.readuntil(line_ends), "rest\r\n");
+    EXPECT_EQ(co_await r.readuntil(line_ends), "last\n");
+
+    // A longer separator that ends first wins over a shorter one found later, also when
+    // the longer one arrives in pieces.
+    Task<std::string> until = create_task(r.readuntil({"!", "==="}));
+    for (const char* part : {"abc=", "=", "=!"}) {
+      co_await sleep(0);
+      EXPECT_FALSE(until.done());
+      r.feed_data(part);
+    }
+    EXPECT_EQ(co_await until, "abc===");
+    EXPECT_EQ(r.buffered(), "!");
+
+    // Raised when awaited, and the buffer is untouched.
+    StreamRead none = r.readuntil(std::vector<std::string>{});
+    EXPECT_THROW(co_await none, ValueError);
+    StreamRead an_empty_one = r.readuntil({"x", ""});
+    EXPECT_THROW(co_await an_empty_one, ValueError);
+    EXPECT_EQ(r.buffered(), "!");
+    r.feed_data("no separator");
+    r.feed_eof();
+    try {
+      co_await r.readuntil(line_ends);
+      ADD_FAILURE() << "no IncompleteReadError";
+    } catch (const IncompleteReadError& e) {
+      EXPECT_EQ(e.partial(), "!no separator");
+    }
+  }());
+}
+
+TEST(StreamReader, ReaduntilWithSeveralSeparatorsOverrunsAsAsyncioCountsIt) {
+  run([]() -> Coro<void> {
+    const std::array<std::string_view, 2> line_ends = {"\r\n", "\n"};
+    // Not found: the search may resume one byte short of the longest separator's length.
+    StreamReader r(4);
+    r.feed_data("abcdefgh");
+    try {
+      co_await r.readuntil(line_ends);
+      ADD_FAILURE() << "no LimitOverrunError";
+    } catch (const LimitOverrunError& e) {
+      EXPECT_EQ(e.consumed(), 7u);
+    }
+    EXPECT_EQ(r.buffered(), "abcdefgh") << "data lost on LimitOverrunError";
+
+    // Found past the limit: "\r\n" and "\n" end together, and the shorter one is the match.
+    StreamReader r2(4);
+    r2.feed_data("0123456789\r\nok\n");
+    try {
+      co_await r2.readuntil(line_ends);
+      ADD_FAILURE() << "no LimitOverrunError";
+    } catch (const LimitOverrunError& e) {
+      EXPECT_EQ(e.consumed(), 11u);
+    }
+    EXPECT_EQ(co_await r2.read(12), "0123456789\r\n");
+    EXPECT_EQ(co_await r2.readuntil(line_ends), "ok\n");
   }());
 }
 

@@ -4,6 +4,7 @@
 #include "corio/streams.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <unordered_set>
@@ -11,6 +12,7 @@
 #include "corio/detail/loop_local.hpp"
 #include "corio/event_loop.hpp"
 #include "net_internal.hpp"
+#include "separator_search.hpp"
 #include "stream_state.hpp"
 
 namespace corio {
@@ -392,68 +394,26 @@ void check_exception(const ReaderState& r) {
   if (r.exception) std::rethrow_exception(r.exception);
 }
 
-enum class Scan { found, need_more, found_past_limit, past_limit };
-
-// view.find(separator, from) for the short separators streams use ("\n", "\r\n\r\n"):
-// memchr for the first byte, the rest compared inline (string_view::find calls memcmp for
-// every candidate, which costs more than the compare on an HTTP head's many "\r\n").
-std::size_t find_bytes(std::string_view view, std::string_view separator,
-                       std::size_t from) noexcept {
-  const std::size_t n = separator.size();
-  if (n == 0 || view.size() < n || from > view.size() - n) return std::string_view::npos;
-  const char* const base = view.data();
-  if (n == 1) {
-    const void* hit = std::memchr(base + from, separator[0], view.size() - from);
-    return hit ? static_cast<std::size_t>(static_cast<const char*>(hit) - base)
-               : std::string_view::npos;
-  }
-  const char* p = base + from;
-  const char* const last = base + view.size() - n;  // the last place a match can start
-  while (p <= last) {
-    p = static_cast<const char*>(
-        std::memchr(p, separator[0], static_cast<std::size_t>(last - p) + 1));
-    if (p == nullptr) return std::string_view::npos;
-    std::size_t i = 1;
-    while (i < n && p[i] == separator[i]) ++i;
-    if (i == n) return static_cast<std::size_t>(p - base);
-    ++p;
-  }
-  return std::string_view::npos;
-}
-
-// asyncio's readuntil search without raising: `at` is the separator's position (found...) or
-// how far the search got (past_limit); `offset` is where the next search resumes.
-Scan scan_separator(const ReaderState& r, std::string_view separator, std::size_t& offset,
-                    std::size_t& at) noexcept {
-  const std::string_view view = r.buffer.view();
-  if (view.size() < offset + separator.size()) return Scan::need_more;
-  const std::size_t found = find_bytes(view, separator, offset);
-  if (found != std::string_view::npos) {
-    at = found;
-    return found > r.limit ? Scan::found_past_limit : Scan::found;
-  }
-  offset = view.size() + 1 - separator.size();
-  at = offset;
-  return offset > r.limit ? Scan::past_limit : Scan::need_more;
-}
-
-// asyncio's readuntil search: the separator's position, or nullopt to wait for more.
-// Throws LimitOverrunError (leaving the buffer untouched) past the limit.
-std::optional<std::size_t> find_separator(const ReaderState& r, std::string_view separator,
+// asyncio's readuntil search: the end of the first separator to end, or nullopt to wait for
+// more. Throws LimitOverrunError (leaving the buffer untouched) past the limit.
+template <class Separators>
+std::optional<std::size_t> find_separator(const ReaderState& r, const Separators& separators,
                                           std::size_t& offset) {
-  std::size_t at = 0;
-  switch (scan_separator(r, separator, offset, at)) {
+  SeparatorMatch match;
+  const Scan scan = scan_separators(r.buffer.view(), r.limit, separators, offset, match);
+  switch (scan) {
     case Scan::found:
-      return at;
+      return match.end;
     case Scan::found_past_limit:
-      throw LimitOverrunError("Separator is found, but chunk is longer than limit", at);
     case Scan::past_limit:
-      throw LimitOverrunError("Separator is not found, and chunk exceed the limit", at);
+      throw limit_overrun(scan, match.start);
     case Scan::need_more:
       break;
   }
   return std::nullopt;
 }
+
+constexpr std::array<std::string_view, 1> kLineEnd = {"\n"};  // readline's one separator
 
 Coro<std::string> do_read(std::shared_ptr<ReaderState> r, std::ptrdiff_t n) {
   check_exception(*r);
@@ -477,13 +437,13 @@ Coro<std::string> do_readexactly(std::shared_ptr<ReaderState> r, std::ptrdiff_t 
   co_return r->buffer.take(wanted);
 }
 
-Coro<std::string> do_readuntil(std::shared_ptr<ReaderState> r, std::string separator) {
-  if (separator.empty()) throw ValueError("Separator should be at least one-byte string");
+Coro<std::string> do_readuntil(std::shared_ptr<ReaderState> r,
+                               std::vector<std::string> separators) {
   check_exception(*r);
   std::size_t offset = 0;
   for (;;) {
-    if (std::optional<std::size_t> found = find_separator(*r, separator, offset)) {
-      co_return r->buffer.take(*found + separator.size());
+    if (std::optional<std::size_t> end = find_separator(*r, separators, offset)) {
+      co_return r->buffer.take(*end);
     }
     if (r->eof) throw IncompleteReadError(r->buffer.take(r->buffer.size()), 0);
     co_await DataWait(*r, "readuntil");
@@ -497,7 +457,7 @@ Coro<std::string> do_readline(std::shared_ptr<ReaderState> r) {
   for (;;) {
     std::optional<std::size_t> found;
     try {
-      found = find_separator(*r, kNewline, offset);
+      found = find_separator(*r, kLineEnd, offset);
     } catch (const LimitOverrunError& e) {
       // asyncio's readline: drop the over-long line (through its newline if it is there).
       if (r->buffer.view().substr(e.consumed()).starts_with(kNewline)) {
@@ -507,7 +467,7 @@ Coro<std::string> do_readline(std::shared_ptr<ReaderState> r) {
       }
       throw ValueError(e.what());
     }
-    if (found) co_return r->buffer.take(*found + kNewline.size());
+    if (found) co_return r->buffer.take(*found);
     if (r->eof) co_return r->buffer.take(r->buffer.size());
     co_await DataWait(*r, "readline");
   }
@@ -549,6 +509,14 @@ const char* read_name(StreamRead::Kind kind) noexcept {
 }
 }  // namespace
 
+// readline's "\n", readuntil's one separator, or its several (validated by await_ready).
+template <class F>
+decltype(auto) StreamRead::with_separators(F&& f) const {
+  if (kind_ == Kind::readline) return f(detail::kLineEnd);
+  if (several_) return f(separators_);
+  return f(std::array<std::string_view, 1>{separator_});
+}
+
 // true: result_ holds the answer (taken from the buffer); false: more bytes are needed.
 // Raises as the asyncio method does.
 bool StreamRead::try_complete() {
@@ -586,10 +554,14 @@ bool StreamRead::try_complete() {
       break;
     }
     case Kind::readuntil: {
-      if (separator_.empty()) throw ValueError("Separator should be at least one-byte string");
+      if (!several_ && separator_.empty()) {
+        throw ValueError("Separator should be at least one-byte string");
+      }
       detail::check_exception(r);
-      if (std::optional<std::size_t> found = detail::find_separator(r, separator_, offset_)) {
-        result_ = r.buffer.take(*found + separator_.size());
+      const std::optional<std::size_t> end = with_separators(
+          [&](const auto& separators) { return detail::find_separator(r, separators, offset_); });
+      if (end) {
+        result_ = r.buffer.take(*end);
         break;
       }
       if (r.eof) throw IncompleteReadError(r.buffer.take(r.buffer.size()), 0);
@@ -600,7 +572,7 @@ bool StreamRead::try_complete() {
       constexpr std::string_view kNewline = "\n";
       std::optional<std::size_t> found;
       try {
-        found = detail::find_separator(r, kNewline, offset_);
+        found = detail::find_separator(r, detail::kLineEnd, offset_);
       } catch (const LimitOverrunError& e) {
         // asyncio's readline: drop the over-long line (through its newline if it is there).
         if (r.buffer.view().substr(e.consumed()).starts_with(kNewline)) {
@@ -611,7 +583,7 @@ bool StreamRead::try_complete() {
         throw ValueError(e.what());
       }
       if (found) {
-        result_ = r.buffer.take(*found + kNewline.size());
+        result_ = r.buffer.take(*found);
       } else if (r.eof) {
         result_ = r.buffer.take(r.buffer.size());
       } else {
@@ -634,14 +606,15 @@ bool StreamRead::needs_more() const noexcept {
     case Kind::readexactly:
       return n_ >= 0 && r.buffer.size() < static_cast<std::size_t>(n_);
     case Kind::readuntil:
-    case Kind::readline: {
-      const std::string_view separator =
-          kind_ == Kind::readline ? std::string_view("\n") : std::string_view(separator_);
-      if (separator.empty()) return false;
-      std::size_t offset = offset_;
-      std::size_t at = 0;
-      return detail::scan_separator(r, separator, offset, at) == detail::Scan::need_more;
-    }
+      if (!several_ && separator_.empty()) return false;
+      [[fallthrough]];
+    case Kind::readline:
+      return with_separators([&](const auto& separators) {
+        std::size_t offset = offset_;
+        detail::SeparatorMatch match;
+        return detail::scan_separators(r.buffer.view(), r.limit, separators, offset, match) ==
+               detail::Scan::need_more;
+      });
   }
   return false;
 }
@@ -696,6 +669,7 @@ bool StreamRead::await_ready() {
   // As a coroutine object, a read is awaited once.
   if (awaited_) throw RuntimeError("cannot reuse already awaited coroutine");
   awaited_ = true;
+  if (several_) separators_ = detail::sorted_separators(std::move(separators_));
   if (try_complete()) return true;
   detail::ReaderState& r = *state_;
   if (!r.transport) {
@@ -708,7 +682,8 @@ bool StreamRead::await_ready() {
         slow_ = detail::do_readexactly(state_, n_);
         break;
       case Kind::readuntil:
-        slow_ = detail::do_readuntil(state_, std::move(separator_));
+        slow_ = detail::do_readuntil(
+            state_, several_ ? std::move(separators_) : std::vector{std::move(separator_)});
         break;
       case Kind::readline:
         slow_ = detail::do_readline(state_);

@@ -5,9 +5,12 @@
 // buffer may move while the operation is in flight.
 #include <algorithm>
 #include <cerrno>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "corio/core/errors.hpp"
+#include "separator_search.hpp"
 #include "subprocess_common.hpp"
 
 namespace corio {
@@ -273,26 +276,17 @@ Coro<std::string> readexactly_impl(std::shared_ptr<PipeReaderState> r, std::size
   co_return r->take(n);
 }
 
-// The offset just past `separator`, reading more as needed. Raises as asyncio's readuntil.
-Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r, std::string separator) {
-  if (separator.empty()) throw ValueError("Separator should be at least one-byte string");
-  std::size_t searched = 0;  // bytes already known not to start a match
+// The offset just past the separator that ends first (`separators` sorted shortest first,
+// none empty), reading more as needed. Raises as asyncio's readuntil.
+Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r,
+                                 std::vector<std::string> separators) {
+  std::size_t offset = 0;  // bytes before it cannot start a match
   for (;;) {
     r->check_error();
-    const std::string_view data = r->view();
-    if (data.size() >= separator.size()) {
-      const std::size_t found = data.find(separator, searched);
-      if (found != std::string_view::npos) {
-        if (found > r->limit()) {
-          throw LimitOverrunError("Separator is found, but chunk is longer than limit", found);
-        }
-        co_return found + separator.size();
-      }
-      searched = data.size() - separator.size() + 1;
-      if (searched > r->limit()) {
-        throw LimitOverrunError("Separator is not found, and chunk exceed the limit", searched);
-      }
-    }
+    SeparatorMatch match;
+    const Scan scan = scan_separators(r->view(), r->limit(), separators, offset, match);
+    if (scan == Scan::found) co_return match.end;
+    if (scan != Scan::need_more) throw limit_overrun(scan, match.start);
     if (r->eof()) {
       std::string partial = r->take(r->available());
       throw IncompleteReadError(std::move(partial), 0);
@@ -301,8 +295,9 @@ Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r, std::string
   }
 }
 
-Coro<std::string> readuntil_impl(std::shared_ptr<PipeReaderState> r, std::string separator) {
-  const std::size_t end = co_await find_separator(r, std::move(separator));
+Coro<std::string> readuntil_impl(std::shared_ptr<PipeReaderState> r,
+                                 std::vector<std::string> separators) {
+  const std::size_t end = co_await find_separator(r, sorted_separators(std::move(separators)));
   co_return r->take(end);
 }
 
@@ -312,7 +307,9 @@ Coro<std::string> readline_impl(std::shared_ptr<PipeReaderState> r) {
   bool incomplete = false;
   std::optional<std::string> overrun;
   try {
-    end = co_await find_separator(r, "\n");
+    end = co_await find_separator(
+        r, std::vector<std::string>(
+               1, "\n"));  // not {}: GCC 12 rejects an initializer_list in a coroutine
   } catch (IncompleteReadError& e) {
     partial = e.partial();
     incomplete = true;
@@ -352,7 +349,13 @@ Coro<std::string> PipeReader::readexactly(std::size_t n) {
   return detail::readexactly_impl(state_, n);
 }
 Coro<std::string> PipeReader::readuntil(std::string separator) {
-  return detail::readuntil_impl(state_, std::move(separator));
+  return detail::readuntil_impl(state_, {std::move(separator)});
+}
+Coro<std::string> PipeReader::readuntil(std::initializer_list<std::string_view> separators) {
+  return detail::readuntil_impl(state_, {separators.begin(), separators.end()});
+}
+Coro<std::string> PipeReader::readuntil_several(std::vector<std::string> separators) {
+  return detail::readuntil_impl(state_, std::move(separators));
 }
 bool PipeReader::at_eof() const noexcept {
   return state_->eof() && state_->available() == 0;

@@ -30,9 +30,11 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "corio/coro.hpp"
 #include "corio/detail/net_io.hpp"
+#include "corio/detail/separator_list.hpp"
 #include "corio/sock_ops.hpp"
 #include "corio/socket.hpp"
 #include "corio/task.hpp"
@@ -65,14 +67,24 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   StreamRead(std::shared_ptr<detail::ReaderState> state, Kind kind, std::ptrdiff_t n,
              std::string separator) noexcept
       : state_(std::move(state)), separator_(std::move(separator)), n_(n), kind_(kind) {}
+  // readuntil with several separators (asyncio 3.13's tuple).
+  StreamRead(std::shared_ptr<detail::ReaderState> state,
+             std::vector<std::string> separators) noexcept
+      : state_(std::move(state)),
+        separators_(std::move(separators)),
+        n_(0),
+        kind_(Kind::readuntil),
+        several_(true) {}
   // Only before it is awaited (to wrap it in a coroutine).
   StreamRead(StreamRead&& other) noexcept
       : IoAwaiter(std::move(other)),
         state_(std::move(other.state_)),
         separator_(std::move(other.separator_)),
+        separators_(std::move(other.separators_)),
         into_(other.into_),
         n_(other.n_),
-        kind_(other.kind_) {}
+        kind_(other.kind_),
+        several_(other.several_) {}
   StreamRead& operator=(StreamRead&&) = delete;
 
   bool await_ready();
@@ -92,6 +104,8 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   bool try_complete();
   bool needs_more() const noexcept;
   bool settle() noexcept;
+  template <class F>
+  decltype(auto) with_separators(F&& f) const;  // f(what readuntil/readline search for)
   bool start_receive();
   void absorb(std::int64_t n);
   void suspend(std::coroutine_handle<> handle);
@@ -100,6 +114,7 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
 
   std::shared_ptr<detail::ReaderState> state_;
   std::string separator_;
+  std::vector<std::string> separators_;  // several_: sorted shortest first once awaited
   std::string result_;
   std::exception_ptr error_;  // raised by a step that ran outside the coroutine
   Coro<std::string> slow_;    // a hand-fed reader's wait
@@ -110,6 +125,7 @@ class [[nodiscard]] StreamRead : private detail::IoAwaiter {
   bool done_ = false;      // result_ holds the answer
   bool absorbed_ = false;  // op_'s outcome is in the reader already
   bool awaited_ = false;
+  bool several_ = false;  // readuntil searches separators_, not separator_
 };
 
 // What StreamReader::readinto returns: co_await it for the count of bytes copied into the
@@ -161,6 +177,18 @@ class StreamReader {
   // data stays in the buffer. IncompleteReadError at EOF (expected() is 0: undefined).
   StreamRead readuntil(std::string separator = "\n") {
     return StreamRead(state_, StreamRead::Kind::readuntil, 0, std::move(separator));
+  }
+  // asyncio 3.13's tuple of separators: up to and including the separator that ends first
+  // (a shorter one wins a tie). ValueError if the list is empty or holds an empty separator.
+  // GCC 12 rejects a braced list inside a co_await expression (a compiler bug, "array used
+  // as initializer"): there, name the list first (a std::array or vector of separators).
+  StreamRead readuntil(std::initializer_list<std::string_view> separators) {
+    return StreamRead(state_, std::vector<std::string>(separators.begin(), separators.end()));
+  }
+  template <detail::SeparatorList R>
+  StreamRead readuntil(const R& separators) {
+    return StreamRead(state_,
+                      std::vector<std::string>(std::begin(separators), std::end(separators)));
   }
 
   // The reader pulls (it receives only while a read waits), so an EOF or a reset that

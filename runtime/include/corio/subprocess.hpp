@@ -41,6 +41,7 @@
 
 #include "corio/core/operation.hpp"
 #include "corio/coro.hpp"
+#include "corio/detail/separator_list.hpp"
 
 namespace corio {
 
@@ -100,11 +101,21 @@ class PipeReader {
   // Up to and including `separator`; LimitOverrunError if the limit is reached first (the
   // data stays buffered), IncompleteReadError at EOF.
   Coro<std::string> readuntil(std::string separator = "\n");
+  // asyncio 3.13's tuple: up to and including the separator that ends first (see
+  // StreamReader::readuntil, also for GCC 12 and braced lists in co_await).
+  Coro<std::string> readuntil(std::initializer_list<std::string_view> separators);
+  template <detail::SeparatorList R>
+  Coro<std::string> readuntil(const R& separators) {
+    return readuntil_several(
+        std::vector<std::string>(std::begin(separators), std::end(separators)));
+  }
   bool at_eof() const noexcept;
 
   const std::shared_ptr<detail::PipeReaderState>& state() const noexcept { return state_; }
 
  private:
+  Coro<std::string> readuntil_several(std::vector<std::string> separators);
+
   std::shared_ptr<detail::PipeReaderState> state_;
 };
 
