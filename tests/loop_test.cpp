@@ -58,15 +58,16 @@ TEST(EventLoop, TimersNeverFireEarlyAndTiesKeepSchedulingOrder) {
   EXPECT_GE(fired_at - start, 0.02);
 }
 
-TEST(EventLoop, NegativeDelayRunsAsSoonAsPossible) {
+TEST(EventLoop, NegativeDelayIsDueInThePastAndRunsFirst) {
+  // asyncio: call_later(d) is call_at(time() + d), also for d < 0.
   EventLoop loop;
-  bool ran = false;
-  loop.call_later(-5, [&] {
-    ran = true;
-    loop.stop();
-  });
+  std::vector<std::string> order;
+  loop.call_later(0, [&] { order.push_back("zero"); });
+  TimerHandle past = loop.call_later(-5, [&] { order.push_back("negative"); });
+  EXPECT_LT(past.when(), loop.time() - 4);
+  loop.call_later(0.001, [&] { loop.stop(); });
   loop.run_forever();
-  EXPECT_TRUE(ran);
+  EXPECT_EQ(order, (std::vector<std::string>{"negative", "zero"}));
 }
 
 TEST(EventLoop, CancelledHandlesDoNotRun) {
@@ -204,8 +205,37 @@ TEST(EventLoop, ClosedLoopRefusesWork) {
   EXPECT_THROW(loop.call_later(1, [] {}), RuntimeError);
   EXPECT_THROW(loop.call_soon_threadsafe([] {}), RuntimeError);
   EXPECT_THROW(loop.run_forever(), RuntimeError);
-  EXPECT_THROW(loop.create_future<int>(), RuntimeError);
   loop.close();  // closing twice is fine
+}
+
+TEST(EventLoop, AClosedLoopStillMakesFutures) {
+  // asyncio's Future(loop=closed_loop) is made; only scheduling its callbacks would raise.
+  EventLoop loop;
+  loop.close();
+  Future<int> future = loop.create_future<int>();
+  EXPECT_FALSE(future.done());
+  future.set_result(7);
+  EXPECT_EQ(future.result(), 7);
+}
+
+TEST(EventLoop, DebugModeRefusesNonThreadSafeCallsFromAnotherThread) {
+  EventLoop::Options options;
+  options.debug = true;
+  EventLoop loop(options);
+  std::atomic<bool> running{false};
+  loop.call_soon([&] { running = true; });
+  std::thread runner([&] { loop.run_forever(); });
+  while (!running) std::this_thread::yield();
+  auto body = []() -> Coro<void> { co_return; };
+  EXPECT_THROW(loop.call_soon([] {}), RuntimeError);
+  EXPECT_THROW(loop.call_later(0.001, [] {}), RuntimeError);
+  EXPECT_THROW(loop.call_at(0, [] {}), RuntimeError);
+  EXPECT_THROW(loop.create_task(body()), RuntimeError);
+  loop.call_soon_threadsafe([&] { loop.stop(); });  // the way across threads
+  runner.join();
+  // Not running: no thread owns it, so this thread may schedule again.
+  loop.call_soon([&] { loop.stop(); });
+  loop.run_forever();
 }
 
 TEST(EventLoop, CannotRunInsideARunningLoop) {

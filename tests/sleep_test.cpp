@@ -1,6 +1,8 @@
 // sleep(): sleep(0) yields exactly one iteration, delays never end early, negative delays
 // are 0, and concurrent sleeps overlap.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <corio/corio.hpp>
 
 #include <chrono>
@@ -56,6 +58,15 @@ TEST(Sleep, NegativeIsZero) {
     co_return loop.time() - start;
   };
   EXPECT_LT(run(main()), 1.0);
+}
+
+TEST(Sleep, NanRaisesValueError) {
+  // asyncio 3.13 (gh-105331).
+  auto main = []() -> Coro<void> {
+    EXPECT_THROW(co_await sleep(std::nan("")), ValueError);
+    co_return;
+  };
+  run(main());
 }
 
 Coro<void> sleep_task(double d) {

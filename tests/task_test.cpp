@@ -207,7 +207,16 @@ TEST(Task, CurrentTaskAndAllTasks) {
     EXPECT_EQ(all_tasks().size(), 1u);
   };
   run(main());
-  EXPECT_FALSE(current_task());
+  // asyncio.current_task() needs a running loop; in a callback it is None.
+  EXPECT_THROW(current_task(), RuntimeError);
+  EventLoop loop;
+  bool outside_a_task = false;
+  loop.call_soon([&] {
+    outside_a_task = !current_task();
+    loop.stop();
+  });
+  loop.run_forever();
+  EXPECT_TRUE(outside_a_task);
 }
 
 TEST(Task, TaskCannotAwaitItself) {

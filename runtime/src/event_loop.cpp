@@ -50,11 +50,12 @@ class EventLoop::RunningScope {
       throw RuntimeError("Cannot run the event loop while another loop is running");
     }
     loop.running_ = true;
-    loop.thread_id_ = std::this_thread::get_id();
+    loop.running_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     t_running_loop = &loop;
   }
   ~RunningScope() {
     loop_.running_ = false;
+    loop_.running_thread_.store(std::thread::id(), std::memory_order_relaxed);
     loop_.stopping_ = false;
     t_running_loop = nullptr;
   }
@@ -93,6 +94,14 @@ void EventLoop::check_open() const {
   if (closed_) throw RuntimeError("Event loop is closed");
 }
 
+void EventLoop::check_thread_in_debug() const {
+  const std::thread::id owner = running_thread_.load(std::memory_order_relaxed);
+  if (owner != std::thread::id() && owner != std::this_thread::get_id()) {
+    throw RuntimeError(
+        "Non-thread-safe operation invoked on an event loop other than the current one");
+  }
+}
+
 void EventLoop::resume_handle(void* address) {
   detail::Trampoline::drive(std::coroutine_handle<>::from_address(address));
 }
@@ -118,6 +127,7 @@ void fire_timer_handle(core::TimerNode* node) {
 
 Handle EventLoop::call_soon(Callback callback) {
   check_open();
+  check_thread();
   auto* state = new detail::HandleState(this, std::move(callback), false);
   state->add_ref();
   // One FIFO, as asyncio's: what another thread queued before this call runs before it.
@@ -130,13 +140,16 @@ TimerHandle EventLoop::call_at(double when, Callback callback) {
   return schedule_timer(core::from_seconds(when), std::move(callback));
 }
 
+// time() + delay, as asyncio: a negative delay is not clamped, so the callback runs before
+// those due now (only sleep() treats a negative delay as 0).
 TimerHandle EventLoop::call_later(double delay, Callback callback) {
-  const core::Nanos offset = delay > 0 ? core::from_seconds(delay) : 0;
-  return schedule_timer(core::saturating_add(now_ns(), offset), std::move(callback));
+  return schedule_timer(core::saturating_add(now_ns(), core::from_seconds(delay)),
+                        std::move(callback));
 }
 
 TimerHandle EventLoop::schedule_timer(core::Nanos deadline, Callback callback) {
   check_open();
+  check_thread();
   auto* state = new detail::HandleState(this, std::move(callback), false);
   state->timer.deadline = deadline;
   state->timer.fire = &fire_timer_handle;

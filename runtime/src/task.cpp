@@ -205,8 +205,7 @@ AnyTask current_task(EventLoop& loop) {
 }
 
 AnyTask current_task() {
-  EventLoop* loop = try_get_running_loop();
-  return loop ? current_task(*loop) : AnyTask();
+  return current_task(get_running_loop());
 }
 
 std::vector<AnyTask> all_tasks(EventLoop& loop) {

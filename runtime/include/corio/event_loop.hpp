@@ -150,6 +150,13 @@ class EventLoop {
   void remove_background_io() noexcept { --background_io_; }
   // Raises RuntimeError when the loop is closed.
   void check_open() const;
+  // Debug mode only, as asyncio's _check_thread: RuntimeError when a loop running on one
+  // thread is handed a non-thread-safe call (call_soon, call_later, create_task...) from
+  // another. Without debug a call from another thread is a data race nobody reports.
+  void check_thread() const {
+    if (options_.debug) [[unlikely]]
+      check_thread_in_debug();
+  }
   // Runs a callback when the loop closes (executors, async generators register here).
   void at_close(Callback callback) { close_callbacks_.push_back(std::move(callback)); }
   // An asynchronous clean-up step that Runner::close awaits (run_until_complete) after it has
@@ -165,6 +172,7 @@ class EventLoop {
   friend class detail::TaskBase;
   friend class detail::FutureBase;
 
+  void check_thread_in_debug() const;
   core::Nanos next_timeout() const noexcept;
   TimerHandle schedule_timer(core::Nanos deadline, Callback callback);
   // Runs the loop until `future` is done (run_until_complete without the result).
@@ -193,7 +201,7 @@ class EventLoop {
   Callback after_wait_;
   std::vector<Callback> close_callbacks_;
   std::vector<ShutdownStep> shutdown_steps_;
-  std::thread::id thread_id_;
+  std::atomic<std::thread::id> running_thread_{};  // while it runs; read by check_thread
 
   // std::mutex, not absl::Mutex: ThreadSanitizer cannot see through an uninstrumented Abseil.
   std::mutex threadsafe_mutex_;

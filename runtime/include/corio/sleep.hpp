@@ -1,12 +1,15 @@
 // sleep(delay): suspends the current coroutine for `delay` seconds (asyncio.sleep).
 // sleep(0) yields exactly one loop iteration. The timer node lives in the awaiting frame, so
-// sleeping allocates nothing. A negative delay is treated as 0, as asyncio does.
+// sleeping allocates nothing. A negative delay is treated as 0 and NaN raises ValueError, as
+// asyncio 3.13 does.
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <coroutine>
 
 #include "corio/core/clock.hpp"
+#include "corio/core/errors.hpp"
 #include "corio/core/timer_heap.hpp"
 #include "corio/detail/suspension.hpp"
 #include "corio/event_loop.hpp"
@@ -38,7 +41,9 @@ class SleepAwaiter {
   bool cancelled_ = false;
 };
 
+// ValueError for NaN, as asyncio 3.13 (before, NaN slept 0).
 inline SleepAwaiter sleep(double seconds) {
+  if (std::isnan(seconds)) throw ValueError("Invalid delay: NaN (not a number)");
   return SleepAwaiter(seconds > 0 ? core::from_seconds(seconds) : 0);
 }
 

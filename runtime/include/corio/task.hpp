@@ -137,6 +137,7 @@ class Task : public Future<T> {
 template <class T>
 Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
   check_open();
+  check_thread();
   if (!coro) throw TypeError("create_task() needs a coroutine");
   auto handle = coro.release();
   return Task<T>(new detail::TaskState<T>(this, handle, &handle.promise(), std::move(name)));
@@ -179,7 +180,8 @@ Task<T> create_task(Coro<T> coro, std::string name = {}) {
   return get_running_loop().create_task(std::move(coro), std::move(name));
 }
 
-// The task running now on this thread's loop (empty outside a task).
+// The task running now on this thread's loop: empty outside a task, RuntimeError when no
+// loop is running here (asyncio.current_task uses get_running_loop).
 AnyTask current_task();
 AnyTask current_task(EventLoop& loop);
 // Every task of the loop that is not done yet.
