@@ -33,6 +33,8 @@ TEST(Task, DefaultNamesCount) {
   Task<int> b = loop.create_task(answer());
   EXPECT_EQ(a.get_name(), "Task-1");
   EXPECT_EQ(b.get_name(), "Task-2");
+  b.set_name("");
+  EXPECT_EQ(b.get_name(), "");
   loop.run_until_complete(b);
   EXPECT_EQ(a.result(), 42);
 }

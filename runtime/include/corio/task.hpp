@@ -30,7 +30,10 @@ class TaskBase : public FutureBase {
   int uncancel() noexcept;
   // "Task-N" unless named; built on first use so unnamed tasks cost no string formatting.
   const std::string& name() const;
-  void set_name(std::string name) { name_ = std::move(name); }
+  void set_name(std::string name) {
+    name_ = std::move(name);
+    number_ = 0;  // set_name("") names it "", as asyncio does, not "Task-N" again
+  }
   // The coroutine at the top of this task's await chain (nullptr once done).
   const PromiseBase* root_promise() const noexcept { return root_ ? root_promise_ : nullptr; }
 
