@@ -1,7 +1,8 @@
 // The search behind readuntil/readline on sockets and on subprocess pipes: asyncio's rules
 // for where a separator ends, where the next search resumes and when the limit is overrun,
-// for one separator or 3.13's several. It only looks at bytes: it must never raise, wait or
-// consume from the buffer (the callers decide that, so the two reader kinds cannot drift).
+// for one separator or 3.13's several. The scan only looks at bytes: it must never raise,
+// wait or consume from the buffer (the callers decide that, so the two reader kinds cannot
+// drift); only sorted_separators, which checks what the caller was given, raises.
 #pragma once
 
 #include <algorithm>

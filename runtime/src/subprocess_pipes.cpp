@@ -4,6 +4,7 @@
 // hooks (subprocess_common.hpp). It must never call the OS directly, and no operation's
 // buffer may move while the operation is in flight.
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <string_view>
 #include <utility>
@@ -277,9 +278,10 @@ Coro<std::string> readexactly_impl(std::shared_ptr<PipeReaderState> r, std::size
 }
 
 // The offset just past the separator that ends first (`separators` sorted shortest first,
-// none empty), reading more as needed. Raises as asyncio's readuntil.
-Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r,
-                                 std::vector<std::string> separators) {
+// none empty), reading more as needed. Raises as asyncio's readuntil. `separators` is taken
+// by reference: the caller keeps it in its own frame and awaits this at once.
+template <class Separators>
+Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r, const Separators& separators) {
   std::size_t offset = 0;  // bytes before it cannot start a match
   for (;;) {
     r->check_error();
@@ -295,9 +297,12 @@ Coro<std::size_t> find_separator(std::shared_ptr<PipeReaderState> r,
   }
 }
 
+constexpr std::array<std::string_view, 1> kLineEnd = {"\n"};  // readline's one separator
+
 Coro<std::string> readuntil_impl(std::shared_ptr<PipeReaderState> r,
                                  std::vector<std::string> separators) {
-  const std::size_t end = co_await find_separator(r, sorted_separators(std::move(separators)));
+  separators = sorted_separators(std::move(separators));
+  const std::size_t end = co_await find_separator(r, separators);
   co_return r->take(end);
 }
 
@@ -307,9 +312,7 @@ Coro<std::string> readline_impl(std::shared_ptr<PipeReaderState> r) {
   bool incomplete = false;
   std::optional<std::string> overrun;
   try {
-    end = co_await find_separator(
-        r, std::vector<std::string>(
-               1, "\n"));  // not {}: GCC 12 rejects an initializer_list in a coroutine
+    end = co_await find_separator(r, kLineEnd);
   } catch (IncompleteReadError& e) {
     partial = e.partial();
     incomplete = true;
