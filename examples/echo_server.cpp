@@ -52,12 +52,17 @@ corio::Coro<void> handle_echo(corio::StreamReader reader, corio::StreamWriter wr
   for (;;) {
     std::string data = co_await reader.read(64 * 1024);
     if (data.empty()) break;
-    if (!g_quiet)
+    if (!g_quiet) {
       std::printf("Received %zu bytes '%.60s' from %s\n", data.size(), data.c_str(), peer.c_str());
+      std::fflush(stdout);  // the log is read live, also through a pipe
+    }
     writer.write(data);
     co_await writer.drain();
   }
-  if (!g_quiet) std::printf("Close the connection to %s\n", peer.c_str());
+  if (!g_quiet) {
+    std::printf("Close the connection to %s\n", peer.c_str());
+    std::fflush(stdout);
+  }
   writer.close();
   co_await writer.wait_closed();
 }
