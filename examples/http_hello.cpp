@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -125,16 +126,24 @@ bool closes_after(std::string_view head) {
 
 corio::Coro<void> serve_http(corio::StreamReader reader, corio::StreamWriter writer) {
   std::string batch;
+  // The current request head. Its storage is reused from request to request.
+  std::string head_storage;
   // The length of the next request head when it is already known to be in the buffer: then
-  // readexactly takes it without searching for its end a second time.
+  // readinto copies it out without searching for its end a second time, and without
+  // allocating (readuntil would return a new std::string).
   std::size_t next_head = 0;
   try {
     for (;;) {
-      std::string head;
+      std::string_view head;
       if (next_head != 0) {
-        head = co_await reader.readexactly(static_cast<std::ptrdiff_t>(next_head));
+        if (head_storage.size() < next_head) head_storage.resize(next_head);
+        // The bytes are buffered, so this copies all next_head of them without suspending.
+        const std::size_t n =
+            co_await reader.readinto(std::span<char>(head_storage.data(), next_head));
+        head = std::string_view(head_storage.data(), n);
       } else {
-        head = co_await reader.readuntil("\r\n\r\n");
+        head_storage = co_await reader.readuntil("\r\n\r\n");
+        head = head_storage;
       }
       // Bodies (rare here) are read and ignored so the next request parses.
       const std::string_view length = header_value(head, "Content-Length");
