@@ -71,6 +71,10 @@ inline constexpr Redirect STDOUT{Redirect::Kind::stdout_};  // stderr only: into
 
 }  // namespace subprocess
 
+// With g++ 12, when cwd or env is set, build the options before the co_await expression
+// (`SubprocessOptions options; options.cwd = dir;`): g++ 12 copies an aggregate temporary
+// written inside a co_await expression bytewise and then destroys both copies, which frees
+// the string twice. Options that set only the redirections and flags are safe inline.
 struct SubprocessOptions {
   subprocess::Redirect std_in = subprocess::INHERIT;
   subprocess::Redirect std_out = subprocess::INHERIT;
