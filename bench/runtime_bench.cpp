@@ -39,6 +39,22 @@ void BM_CreateTaskAndAwait(benchmark::State& state) {
 }
 BENCHMARK(BM_CreateTaskAndAwait);
 
+// The same with an eager task (asyncio.eager_task_factory): the coroutine completes inside
+// create_task, so nothing is scheduled and the await does not suspend. Same two blocks.
+void BM_CreateEagerTaskAndAwait(benchmark::State& state) {
+  corio::Runner runner;
+  auto body = [](benchmark::State& s) -> Coro<void> {
+    corio::bench::AllocationScope scope;
+    for (auto _ : s) {
+      benchmark::DoNotOptimize(
+          co_await corio::create_task(trivial(), corio::TaskOptions{.eager_start = true}));
+    }
+    report_allocations(s, scope);
+  };
+  runner.run(body(state));
+}
+BENCHMARK(BM_CreateEagerTaskAndAwait);
+
 // Awaiting a coroutine directly (no task): one frame.
 void BM_AwaitCoroutine(benchmark::State& state) {
   corio::Runner runner;

@@ -141,7 +141,7 @@ class AsyncGenRegistry : public std::enable_shared_from_this<AsyncGenRegistry> {
     }
     for (AsyncGenPromiseBase* p : open) {
       unlink(p);  // closed once: a generator that ignores GeneratorExit is not retried
-      waiting.push_back(loop_->create_task(close_generator(p)));
+      waiting.push_back(loop_->create_task(close_generator(p), TaskOptions{.eager_start = false}));
     }
     for (AnyTask& task : waiting) {
       try {
@@ -157,7 +157,8 @@ class AsyncGenRegistry : public std::enable_shared_from_this<AsyncGenRegistry> {
     if (loop_ == nullptr) return;
     std::erase_if(finalizers_, [](const AnyTask& t) { return t.done(); });
     for (FrameOwner& owner : std::exchange(dropped_, {})) {
-      finalizers_.push_back(loop_->create_task(close_dropped_generator(std::move(owner))));
+      finalizers_.push_back(loop_->create_task(close_dropped_generator(std::move(owner)),
+                                               TaskOptions{.eager_start = false}));
     }
   }
 

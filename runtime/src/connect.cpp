@@ -171,7 +171,8 @@ Coro<Socket> staggered_race(std::vector<AddressInfo> infos, std::optional<Socket
   const core::Nanos step = delay > 0 ? core::from_seconds(delay) : 0;
   for (std::size_t i = 0; i < infos.size() && !race->winner; ++i) {
     ++race->running;
-    tasks.push_back(create_task(race_attempt(race, i, infos[i], local)));
+    tasks.push_back(
+        create_task(race_attempt(race, i, infos[i], local), TaskOptions{.eager_start = false}));
     if (i + 1 == infos.size()) break;
     // The next attempt starts when this one fails or the delay has passed.
     const core::Nanos deadline = core::saturating_add(get_running_loop().now_ns(), step);

@@ -38,7 +38,8 @@ class ServerState : public ConnectionTracker, public std::enable_shared_from_thi
     serving_ = true;
     for (Socket& s : sockets_) s.listen(options_.backlog);
     for (std::size_t i = 0; i < sockets_.size(); ++i) {
-      accept_tasks_.emplace_back(loop_.create_task(accept_loop(shared_from_this(), i)));
+      accept_tasks_.emplace_back(
+          loop_.create_task(accept_loop(shared_from_this(), i), TaskOptions{.eager_start = false}));
     }
   }
 
@@ -137,7 +138,8 @@ class ServerState : public ConnectionTracker, public std::enable_shared_from_thi
     }
     StreamPair streams = make_stream(loop_, std::move(sock), options_.limit, shared_from_this());
     loop_.create_task(
-        run_client(shared_from_this(), std::move(streams.first), std::move(streams.second)));
+        run_client(shared_from_this(), std::move(streams.first), std::move(streams.second)),
+        TaskOptions{.eager_start = false});
   }
 
   static Coro<void> run_client(std::shared_ptr<ServerState> self, StreamReader reader,

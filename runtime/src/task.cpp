@@ -7,7 +7,7 @@ namespace corio {
 namespace detail {
 
 TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise,
-                   std::string name)
+                   std::string name, bool scheduled)
     : FutureBase(loop),
       root_(root),
       root_promise_(root_promise),
@@ -17,7 +17,7 @@ TaskBase::TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* r
   if (name_.empty()) number_ = ++loop->task_counter_;
   root_promise_->task = this;
   add_ref();  // held while the task runs; dropped when it is done
-  loop->post({&step, this});
+  if (scheduled) loop->post({&step, this});
 }
 
 TaskBase::~TaskBase() {

@@ -72,7 +72,11 @@ void TaskGroup::adopt(detail::TaskBase* task) {
   child->next_free = nullptr;
   task->add_ref();
   ++pending_;
-  task->add_waiter({&on_child_done, child});
+  if (task->done()) {
+    on_child_done(child);  // finished eagerly: as asyncio, no done callback to wait for
+  } else {
+    task->add_waiter({&on_child_done, child});
+  }
 }
 
 void TaskGroup::abort() {

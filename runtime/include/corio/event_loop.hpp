@@ -11,11 +11,13 @@
 
 #include <atomic>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -41,6 +43,23 @@ namespace detail {
 class TaskBase;
 class FutureBase;
 }  // namespace detail
+
+// What create_task does with a new task: schedule its first step, as asyncio's default
+// factory does, or run it at once, up to its first suspension (asyncio.eager_task_factory).
+// loop.set_task_factory(corio::eager_task_factory) makes eager start the loop's default.
+enum class TaskFactory : std::uint8_t { standard, eager };
+inline constexpr TaskFactory eager_task_factory = TaskFactory::eager;
+
+// create_task's keyword arguments (asyncio 3.14: name=, eager_start=). Trivially copyable
+// on purpose: g++ 12 copies a temporary aggregate inside a co_await expression bytewise, which
+// breaks a std::string member (`co_await create_task(c(), TaskOptions{...})` freed a pointer
+// into the caller's frame). create_task copies the name before it returns, so a view is enough.
+struct TaskOptions {
+  std::string_view name;
+  // true: start the coroutine now, when the loop is running (3.14's eager_start=True);
+  // false: schedule it; unset: as the loop's task factory says.
+  std::optional<bool> eager_start;
+};
 
 // What the exception handler receives, as asyncio's context dict.
 struct ExceptionContext {
@@ -101,6 +120,18 @@ class EventLoop {
   Future<T> create_future();
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = {});
+  // An eager task (see TaskFactory) has run up to its first suspension when this returns,
+  // with current_task() naming it meanwhile; one that never suspends is already done and
+  // was never scheduled.
+  template <class T>
+  Task<T> create_task(Coro<T> coro, TaskOptions options);
+  void set_task_factory(TaskFactory factory) noexcept {
+    eager_tasks_ = factory == TaskFactory::eager;
+  }
+  void set_task_factory(std::nullptr_t) noexcept { eager_tasks_ = false; }  // the default
+  TaskFactory get_task_factory() const noexcept {
+    return eager_tasks_ ? TaskFactory::eager : TaskFactory::standard;
+  }
   // An awaitable that can become a coroutine (a StreamReader read, say) runs as one.
   template <class A>
   requires requires(A a) { std::move(a).coro(); }
@@ -182,6 +213,9 @@ class EventLoop {
   void destroy_pending_tasks();
   class RunningScope;
 
+  template <class T>
+  Task<T> start_task(Coro<T> coro, std::string name, bool eager);
+
   Options options_;
   SelectedBackend backend_;
   core::ReadyQueue ready_;
@@ -193,6 +227,7 @@ class EventLoop {
   bool stopping_ = false;
   bool end_iteration_ = false;
   bool closed_ = false;
+  bool eager_tasks_ = false;
   detail::TaskBase* current_task_ = nullptr;
   detail::FutureBase* live_futures_ = nullptr;  // every live future and task
   std::uint64_t task_counter_ = 0;

@@ -2,7 +2,8 @@
 // The loop keeps a task alive until it is done, whoever holds its handle. cancel() reaches
 // the task at its current suspension point (see detail/suspension.hpp) as CancelledError;
 // the task may catch it, co_await cleanup and re-raise, as in asyncio.
-// It must never run its coroutine outside the loop's ready queue.
+// It must never run its coroutine outside the loop's ready queue, but for an eager task's
+// first step, which create_task runs itself (asyncio.eager_task_factory).
 #pragma once
 
 #include <coroutine>
@@ -21,8 +22,9 @@ namespace detail {
 
 class TaskBase : public FutureBase {
  public:
+  // A task that is not `scheduled` must be started with step() by its creator.
   TaskBase(EventLoop* loop, std::coroutine_handle<> root, PromiseBase* root_promise,
-           std::string name);
+           std::string name, bool scheduled = true);
   ~TaskBase() override;
 
   bool cancel(std::string message = {}) override;
@@ -139,11 +141,26 @@ class Task : public Future<T> {
 
 template <class T>
 Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
+  return start_task(std::move(coro), std::move(name), eager_tasks_);
+}
+
+template <class T>
+Task<T> EventLoop::create_task(Coro<T> coro, TaskOptions options) {
+  return start_task(std::move(coro), std::string(options.name),
+                    options.eager_start.value_or(eager_tasks_));
+}
+
+template <class T>
+Task<T> EventLoop::start_task(Coro<T> coro, std::string name, bool eager) {
   check_open();
   check_thread();
   if (!coro) throw TypeError("create_task() needs a coroutine");
+  eager = eager && running_;  // as asyncio: without a running loop the task is scheduled
   auto handle = coro.release();
-  return Task<T>(new detail::TaskState<T>(this, handle, &handle.promise(), std::move(name)));
+  Task<T> task(new detail::TaskState<T>(this, handle, &handle.promise(), std::move(name), !eager));
+  // Only once the handle holds its reference: a task done in this first step drops its own.
+  if (eager) detail::TaskBase::step(task.task());
+  return task;
 }
 
 namespace detail {
@@ -177,10 +194,15 @@ decltype(auto) EventLoop::run_until_complete(Awaitable&& awaitable) {
   }
 }
 
-// asyncio.create_task: schedules `coro` on the running loop.
+// asyncio.create_task: schedules `coro` on the running loop (or starts it at once: see
+// TaskOptions and TaskFactory).
 template <class T>
 Task<T> create_task(Coro<T> coro, std::string name = {}) {
   return get_running_loop().create_task(std::move(coro), std::move(name));
+}
+template <class T>
+Task<T> create_task(Coro<T> coro, TaskOptions options) {
+  return get_running_loop().create_task(std::move(coro), std::move(options));
 }
 
 // The task running now on this thread's loop: empty outside a task, RuntimeError when no

@@ -59,12 +59,18 @@ class TaskGroup {
   // Schedules `coro` as a child. RuntimeError once the group is shutting down (a child
   // failed) or finished; the coroutine is then discarded without running.
   template <class T>
-  Task<T> create_task(Coro<T> coro, std::string name = {}) {
+  Task<T> create_task(Coro<T> coro, std::string_view name = {}) {
+    return create_task(std::move(coro), TaskOptions{name, std::nullopt});
+  }
+  // An eager child (TaskOptions::eager_start, or the loop's task factory) that finishes in its
+  // first step counts as done at once: its error aborts the group before this returns.
+  template <class T>
+  Task<T> create_task(Coro<T> coro, TaskOptions options) {
     if (const char* why = refuse_reason()) {
       if (auto handle = coro.release()) handle.destroy();  // closed, as Python closes it
       throw RuntimeError(std::string("TaskGroup ") + why);
     }
-    Task<T> task = loop_->create_task(std::move(coro), std::move(name));
+    Task<T> task = loop_->create_task(std::move(coro), std::move(options));
     adopt(static_cast<detail::TaskBase*>(task.base()));
     return task;
   }
