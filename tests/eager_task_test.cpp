@@ -141,7 +141,7 @@ TEST(EagerTask, NestedEagerTasksEachSeeThemselvesAsCurrent) {
             (Log{"outer in outer", "inner in inner", "outer again in outer", "main in Task-1"}));
 }
 
-TEST(EagerTask, GatherWithTheEagerFactoryKeepsTheOrderOfResults) {
+TEST(EagerTask, GatherWithTheEagerFactoryStartsEachChildInTurnAndKeepsTheOrder) {
   EventLoop loop;
   loop.set_task_factory(eager_task_factory);
   Log log;
@@ -153,9 +153,11 @@ TEST(EagerTask, GatherWithTheEagerFactoryKeepsTheOrderOfResults) {
     co_return co_await gather(std::move(coros));
   }(log));
   EXPECT_EQ(results, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(log, (Log{"x starts as Task-2", "immediate runs", "y starts as Task-4", "x resumes",
+                      "y resumes"}));
 }
 
-TEST(EagerTask, ATaskGroupChildDoneInItsFirstStepIsCountedAtOnce) {
+TEST(EagerTask, ATaskGroupChildDoneInItsFirstStepIsCountedByItsCallback) {
   EventLoop loop;
   loop.set_task_factory(eager_task_factory);
   Log log;
@@ -163,15 +165,51 @@ TEST(EagerTask, ATaskGroupChildDoneInItsFirstStepIsCountedAtOnce) {
     co_await TaskGroup::run([&log](TaskGroup& tg) -> Coro<void> {
       Task<int> done = tg.create_task(immediate(log, 1));
       EXPECT_TRUE(done.done());
-      EXPECT_EQ(tg.size(), 0u);
       Task<int> pending = tg.create_task(logged_steps(log, "child", 2));
+      EXPECT_FALSE(pending.done());
+      EXPECT_EQ(tg.size(), 2u);  // the done child's callback has not run yet
+      co_await sleep(0);
       EXPECT_EQ(tg.size(), 1u);
-      co_return;
     });
     log.push_back("group done");
   }(log));
-  EXPECT_EQ(log.back(), "group done");
-  EXPECT_EQ(log.size(), 4u);
+  EXPECT_EQ(log, (Log{"immediate runs", "child starts as Task-3", "child resumes", "group done"}));
+}
+
+// CPython gh-128550: an eager child that starts a child failing in its first step, then waits.
+// The failure must cancel it too, though it was still inside create_task when its own child
+// failed; counted at once, the error would abort the group before it was a member.
+TEST(EagerTask, AnEagerChildWhoseOwnChildFailsAtOnceIsCancelledWithTheGroup) {
+  Runner runner({.virtual_time = true});
+  runner.get_loop().set_task_factory(eager_task_factory);
+  Log log;
+  runner.run([](Log& log) -> Coro<void> {
+    auto failing = []() -> Coro<void> {
+      throw ValueError("at once");
+      co_return;
+    };
+    try {
+      co_await TaskGroup::run([&](TaskGroup& tg) -> Coro<void> {
+        auto spawner = [&failing](TaskGroup& tg, Log& log) -> Coro<void> {
+          tg.create_task(failing());
+          try {
+            co_await sleep(3600);
+            log.push_back("spawner slept an hour");
+          } catch (const CancelledError&) {
+            log.push_back("spawner cancelled");
+            throw;
+          }
+        };
+        tg.create_task(spawner(tg, log));
+        co_return;
+      });
+      ADD_FAILURE() << "the group did not raise";
+    } catch (const ExceptionGroup& group) {
+      EXPECT_EQ(group.exceptions().size(), 1u);
+    }
+    EXPECT_LT(get_running_loop().time(), 1.0);
+  }(log));
+  EXPECT_EQ(log, (Log{"spawner cancelled"}));
 }
 
 TEST(EagerTask, ATaskGroupChildFailingInItsFirstStepAbortsTheGroup) {
@@ -206,17 +244,99 @@ TEST(EagerTask, ATaskGroupChildFailingInItsFirstStepAbortsTheGroup) {
   EXPECT_EQ(log, (Log{"body goes on", "sibling cancelled"}));
 }
 
-TEST(EagerTask, ManyTasksDoneInTheirFirstStepOneAfterAnother) {
+TEST(EagerTask, ManyTasksDoneInTheirFirstStepNeverLetTheLoopTurn) {
   EventLoop loop;
-  const int total = loop.run_until_complete([]() -> Coro<int> {
+  bool loop_turned = false;  // outlives the coroutine: the callback runs after it
+  const int total = loop.run_until_complete([](bool& loop_turned) -> Coro<int> {
+    get_running_loop().call_soon([&loop_turned] { loop_turned = true; });
     auto one = []() -> Coro<int> { co_return 1; };
     int sum = 0;
     for (int i = 0; i < 1000; ++i) {
       sum += co_await create_task(one(), TaskOptions{.eager_start = true});
     }
+    EXPECT_FALSE(loop_turned) << "an eager task that never suspends is never scheduled";
     co_return sum;
-  }());
+  }(loop_turned));
   EXPECT_EQ(total, 1000);
+}
+
+TEST(EagerTask, StartedFromAPlainCallbackTheCallbackHasNoTaskAfterwards) {
+  EventLoop loop;
+  loop.set_task_factory(eager_task_factory);
+  Log log;
+  loop.call_soon([&loop, &log] {
+    Task<int> task = loop.create_task(logged_steps(log, "from callback", 1), "cb-task");
+    log.push_back(current_task() ? "callback in a task" : "callback in no task");
+  });
+  loop.run_until_complete([]() -> Coro<void> { co_await sleep(0.01); }());
+  EXPECT_EQ(log, (Log{"from callback starts as cb-task", "callback in no task",
+                      "from callback resumes"}));
+}
+
+Coro<int> creates_eagerly(Log& log) {
+  Task<int> child = create_task(logged_steps(log, "grandchild", 5), "grandchild");
+  log.push_back("helper continues in " + current_task().get_name());
+  co_await sleep(0);
+  co_return co_await child + 1;
+}
+
+TEST(EagerTask, ACreatorDeepInAnAwaitChainResumesWhereItWas) {
+  EventLoop loop;
+  loop.set_task_factory(eager_task_factory);
+  Log log;
+  const int result = loop.run_until_complete([](Log& log) -> Coro<int> {
+    const int r = co_await creates_eagerly(log);  // a plain awaited coroutine, not a task
+    log.push_back("main continues");
+    co_return r;
+  }(log));
+  EXPECT_EQ(result, 6);
+  EXPECT_EQ(log, (Log{"grandchild starts as grandchild", "helper continues in Task-1",
+                      "grandchild resumes", "main continues"}));
+}
+
+TEST(EagerTask, AChildThatCancelsItsCreatorCancelsItAtItsNextSuspension) {
+  EventLoop loop;
+  Log log;
+  Task<void> creator = loop.create_task([](Log& log) -> Coro<void> {
+    AnyTask me = current_task();
+    auto rebel = [](AnyTask creator) -> Coro<void> {
+      creator.cancel("from the child");
+      co_return;
+    };
+    Task<void> child = create_task(rebel(me), TaskOptions{.eager_start = true});
+    log.push_back("creator still runs");
+    try {
+      co_await sleep(1);
+      log.push_back("creator slept");
+    } catch (const CancelledError& e) {
+      log.push_back(std::string("creator cancelled: ") + e.what());
+      throw;
+    }
+  }(log));
+  EXPECT_THROW(loop.run_until_complete(creator), CancelledError);
+  EXPECT_EQ(log, (Log{"creator still runs", "creator cancelled: from the child"}));
+}
+
+Coro<int> eager_chain(int depth) {
+  if (depth == 0) co_return 0;
+  co_return 1 + co_await create_task(eager_chain(depth - 1));
+}
+
+TEST(EagerTask, DeeplyNestedEagerStartsFallBackToSchedulingInsteadOfOverflowing) {
+  EventLoop loop;
+  loop.set_task_factory(eager_task_factory);
+  EXPECT_EQ(loop.run_until_complete(eager_chain(100000)), 100000);
+}
+
+TEST(EagerTask, RunUntilCompleteOnTheRunningLoopRaisesBeforeRunningAnything) {
+  EventLoop loop;
+  loop.set_task_factory(eager_task_factory);
+  Log log;
+  loop.run_until_complete([](EventLoop& loop, Log& log) -> Coro<void> {
+    EXPECT_THROW(loop.run_until_complete(immediate(log, 1)), RuntimeError);
+    co_return;
+  }(loop, log));
+  EXPECT_TRUE(log.empty()) << "the coroutine ran before the error";
 }
 
 }  // namespace

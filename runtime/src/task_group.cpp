@@ -72,11 +72,12 @@ void TaskGroup::adopt(detail::TaskBase* task) {
   child->next_free = nullptr;
   task->add_ref();
   ++pending_;
-  if (task->done()) {
-    on_child_done(child);  // finished eagerly: as asyncio, no done callback to wait for
-  } else {
-    task->add_waiter({&on_child_done, child});
-  }
+  // A child that finished in its first step (an eager task) is counted through the same
+  // posted callback as any other, not at once: counted at once, its error would abort the
+  // group before the task that created it (an eager sibling still inside create_task) is a
+  // child, and that sibling would never be cancelled (CPython gh-128550).
+  task->add_waiter({&on_child_done, child});
+  if (aborting_ && !task->done()) task->cancel();
 }
 
 void TaskGroup::abort() {

@@ -53,7 +53,9 @@ inline constexpr TaskFactory eager_task_factory = TaskFactory::eager;
 // create_task's keyword arguments (asyncio 3.14: name=, eager_start=). Trivially copyable
 // on purpose: g++ 12 copies a temporary aggregate inside a co_await expression bytewise, which
 // breaks a std::string member (`co_await create_task(c(), TaskOptions{...})` freed a pointer
-// into the caller's frame). create_task copies the name before it returns, so a view is enough.
+// into the caller's frame). create_task copies the name before it returns, so a view is enough
+// for options written in the call; a named TaskOptions must not outlive the string it views.
+// (`create_task(c, {})` is ambiguous between a name and options: write one or the other.)
 struct TaskOptions {
   std::string_view name;
   // true: start the coroutine now, when the loop is running (3.14's eager_start=True);
@@ -122,7 +124,9 @@ class EventLoop {
   Task<T> create_task(Coro<T> coro, std::string name = {});
   // An eager task (see TaskFactory) has run up to its first suspension when this returns,
   // with current_task() naming it meanwhile; one that never suspends is already done and
-  // was never scheduled.
+  // was never scheduled. Eager starts nest on the thread's stack (an eager task creating an
+  // eager task...): past kMaxEagerNesting levels a new task is scheduled instead, where
+  // CPython would raise RecursionError.
   template <class T>
   Task<T> create_task(Coro<T> coro, TaskOptions options);
   void set_task_factory(TaskFactory factory) noexcept {
@@ -137,6 +141,11 @@ class EventLoop {
   requires requires(A a) { std::move(a).coro(); }
   auto create_task(A awaitable, std::string name = {}) {
     return create_task(std::move(awaitable).coro(), std::move(name));
+  }
+  template <class A>
+  requires requires(A a) { std::move(a).coro(); }
+  auto create_task(A awaitable, TaskOptions options) {
+    return create_task(std::move(awaitable).coro(), options);
   }
 
   // --- error handling and debug ---
@@ -228,6 +237,8 @@ class EventLoop {
   bool end_iteration_ = false;
   bool closed_ = false;
   bool eager_tasks_ = false;
+  static constexpr int kMaxEagerNesting = 64;
+  int eager_nesting_ = 0;  // eager first steps running now, one inside another
   detail::TaskBase* current_task_ = nullptr;
   detail::FutureBase* live_futures_ = nullptr;  // every live future and task
   std::uint64_t task_counter_ = 0;

@@ -217,6 +217,12 @@ inline Task<std::string> create_task(StreamRead read, std::string name = {}) {
 inline Task<std::size_t> create_task(StreamReadInto read, std::string name = {}) {
   return create_task(std::move(read).coro(), std::move(name));
 }
+inline Task<std::string> create_task(StreamRead read, TaskOptions options) {
+  return create_task(std::move(read).coro(), options);
+}
+inline Task<std::size_t> create_task(StreamReadInto read, TaskOptions options) {
+  return create_task(std::move(read).coro(), options);
+}
 
 // co_await writer.drain()
 class DrainAwaiter {

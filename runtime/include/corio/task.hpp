@@ -155,11 +155,19 @@ Task<T> EventLoop::start_task(Coro<T> coro, std::string name, bool eager) {
   check_open();
   check_thread();
   if (!coro) throw TypeError("create_task() needs a coroutine");
-  eager = eager && running_;  // as asyncio: without a running loop the task is scheduled
+  // As asyncio: without a running loop the task is scheduled.
+  eager = eager && running_ && eager_nesting_ < kMaxEagerNesting;
   auto handle = coro.release();
   Task<T> task(new detail::TaskState<T>(this, handle, &handle.promise(), std::move(name), !eager));
-  // Only once the handle holds its reference: a task done in this first step drops its own.
-  if (eager) detail::TaskBase::step(task.task());
+  if (eager) {
+    // Only once the handle holds its reference: a task done in this first step drops its own.
+    struct Nesting {
+      int& depth;
+      explicit Nesting(int& d) : depth(++d) {}
+      ~Nesting() { --depth; }
+    } nesting(eager_nesting_);
+    detail::TaskBase::step(task.task());
+  }
   return task;
 }
 
@@ -175,6 +183,9 @@ decltype(auto) EventLoop::run_until_complete(Awaitable&& awaitable) {
   using Plain = std::remove_cvref_t<Awaitable>;
   if constexpr (detail::IsCoro<Plain>::value) {
     using T = typename Plain::value_type;
+    // Checked before the task exists (as asyncio's _check_running): an eager task factory
+    // would otherwise run the coroutine before the error.
+    if (running_) throw RuntimeError("This event loop is already running");
     Task<T> task = create_task(Plain(std::forward<Awaitable>(awaitable)));
     run_until_done(*task.base());
     task.base()->check_result();

@@ -62,8 +62,9 @@ class TaskGroup {
   Task<T> create_task(Coro<T> coro, std::string_view name = {}) {
     return create_task(std::move(coro), TaskOptions{name, std::nullopt});
   }
-  // An eager child (TaskOptions::eager_start, or the loop's task factory) that finishes in its
-  // first step counts as done at once: its error aborts the group before this returns.
+  // An eager child (TaskOptions::eager_start, or the loop's task factory) has run its first
+  // step when this returns; if it is done, the group learns it one callback later, as for
+  // any child.
   template <class T>
   Task<T> create_task(Coro<T> coro, TaskOptions options) {
     if (const char* why = refuse_reason()) {
@@ -78,8 +79,13 @@ class TaskGroup {
   // An awaitable that can become a coroutine (a StreamReader read, say) runs as one.
   template <class A>
   requires requires(A a) { std::move(a).coro(); }
-  auto create_task(A awaitable, std::string name = {}) {
-    return create_task(std::move(awaitable).coro(), std::move(name));
+  auto create_task(A awaitable, std::string_view name = {}) {
+    return create_task(std::move(awaitable).coro(), name);
+  }
+  template <class A>
+  requires requires(A a) { std::move(a).coro(); }
+  auto create_task(A awaitable, TaskOptions options) {
+    return create_task(std::move(awaitable).coro(), options);
   }
 
   // Children not done yet.

@@ -33,7 +33,8 @@ namespace corio {
 
 namespace detail {
 
-// asyncio's `timeout <= 0` branch: the work gets no chance to run.
+// asyncio's `timeout <= 0` branch: the work gets no chance to run (but for an eager task's
+// first step, as in asyncio).
 template <class A, class R>
 Coro<R> wait_for_expired(A awaitable) {
   EventLoop& loop = get_running_loop();

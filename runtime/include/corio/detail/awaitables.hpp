@@ -1,7 +1,8 @@
 // Plumbing shared by the composition functions (wait_for, shield, wait, as_completed,
 // TaskGroup): what an awaitable yields, turning any awaitable into a future (asyncio's
 // ensure_future), and two leaf awaiters built on detail::Suspension.
-// It must never resume a coroutine inline and never cancel a future it was only asked to watch.
+// It must never resume a coroutine inline (an eager task factory's first step, inside
+// create_task, is the loop's doing) and never cancel a future it was only asked to watch.
 #pragma once
 
 #include <coroutine>
