@@ -6,6 +6,7 @@
 #include <corio/corio.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,6 +66,38 @@ TEST(Sleep, NanRaisesValueError) {
   auto main = []() -> Coro<void> {
     EXPECT_THROW(co_await sleep(std::nan("")), ValueError);
     co_return;
+  };
+  run(main());
+}
+
+TEST(Sleep, GivesItsResultAfterTheDelay) {
+  Runner runner({.virtual_time = true});
+  auto main = []() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    const double start = loop.time();
+    const std::string text = co_await sleep(2.0, std::string(100, 'x'));
+    EXPECT_EQ(text, std::string(100, 'x'));
+    EXPECT_DOUBLE_EQ(loop.time() - start, 2.0);
+    EXPECT_EQ(co_await sleep(std::chrono::seconds(1), 7), 7);
+    EXPECT_DOUBLE_EQ(loop.time() - start, 3.0);
+    const std::unique_ptr<int> moved = co_await sleep(0.5, std::make_unique<int>(1));
+    EXPECT_EQ(*moved, 1);
+    // Two at once, through gather: the longer delay.
+    auto [a, b] = co_await gather(sleep(1.0, std::string("a")), sleep(0.5, 2));
+    EXPECT_EQ(a, "a");
+    EXPECT_EQ(b, 2);
+    EXPECT_DOUBLE_EQ(loop.time() - start, 4.5);
+  };
+  runner.run(main());
+}
+
+TEST(Sleep, CancelledWithAResultRaisesCancelledError) {
+  auto main = []() -> Coro<void> {
+    auto sleeper = []() -> Coro<std::string> { co_return co_await sleep(3600, std::string("r")); };
+    Task<std::string> task = create_task(sleeper());
+    co_await sleep(0);
+    task.cancel();
+    EXPECT_THROW(co_await task, CancelledError);
   };
   run(main());
 }
